@@ -1,0 +1,71 @@
+//! One binary encoding (bincode) for everything corral stores or replicates: RDB values, and
+//! the effect batches carried by `CORRAL._APPLY`. Decoding never trusts its input: a size
+//! limit stops a forged length from allocating gigabytes, and errors become `None`.
+
+use bincode::Options;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::primitive::Family;
+
+/// No corral value or effect batch decodes to more than this (Redis's own bulk limit is 512 MB).
+const DECODE_LIMIT: u64 = 1 << 30;
+
+/// Version of the effect-batch format inside `CORRAL._APPLY` payloads.
+pub const EFFECTS_VERSION: u8 = 1;
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(DECODE_LIMIT)
+}
+
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // Serializing plain data structures into a Vec cannot fail; fall back to empty just in case.
+    options().serialize(value).unwrap_or_default()
+}
+
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    options().deserialize(bytes).ok()
+}
+
+/// `[family][EFFECTS_VERSION][bincode(effects)]`: the payload of `CORRAL._APPLY key payload`.
+pub fn encode_effects<E: Serialize>(family: Family, effects: &[E]) -> Vec<u8> {
+    let mut out = vec![family.index() as u8, EFFECTS_VERSION];
+    out.extend_from_slice(&encode(effects));
+    out
+}
+
+/// Splits a payload into its family and the encoded effects (decoded by the family's type).
+pub fn split_effects(payload: &[u8]) -> Option<(Family, &[u8])> {
+    match payload {
+        [f, EFFECTS_VERSION, rest @ ..] => Some((Family::from_index(*f)?, rest)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let v: Vec<(u64, Vec<u8>)> = vec![(1, b"a\0b".to_vec()), (u64::MAX, vec![])];
+        assert_eq!(decode::<Vec<(u64, Vec<u8>)>>(&encode(&v)), Some(v));
+        // A forged huge length must fail, not allocate.
+        let forged = [0xffu8; 16];
+        assert_eq!(decode::<Vec<u8>>(&forged), None);
+        assert_eq!(decode::<u64>(&[1, 2]), None);
+    }
+
+    #[test]
+    fn effects_envelope() {
+        let p = encode_effects(Family::Resv, &[7u64]);
+        let (f, rest) = split_effects(&p).unwrap();
+        assert_eq!(f, Family::Resv);
+        assert_eq!(decode::<Vec<u64>>(rest), Some(vec![7]));
+        assert!(split_effects(&[0, 99]).is_none());
+        assert!(split_effects(&[42, EFFECTS_VERSION]).is_none());
+        assert!(split_effects(&[]).is_none());
+    }
+}

@@ -1,0 +1,229 @@
+//! Command registration: one trampoline for every corral command (argument decoding and panic
+//! containment), and the metadata that `COMMAND INFO` / `COMMAND DOCS` show (arity, flags, key
+//! position, summary, complexity, arguments).
+
+use std::ffi::{c_char, c_int, CString};
+
+use smallvec::SmallVec;
+
+use super::args::Args;
+use super::contain;
+use super::ffi::{self, raw, CmdResult, Ctx, Error, RStr};
+
+/// How an argument after the key is documented.
+#[derive(Clone, Copy)]
+pub enum Arg {
+    /// A required string argument, e.g. `holder`.
+    Str(&'static str),
+    /// A required integer argument, e.g. `ms`.
+    Int(&'static str),
+    /// An optional `TOKEN value` pair, e.g. `[BLOCK ms]`.
+    OptInt(&'static str, &'static str),
+    /// An optional `TOKEN value` string pair, e.g. `[HOLDER id]`.
+    OptStr(&'static str, &'static str),
+    /// An optional flag, e.g. `[WITHTOKEN]`.
+    Flag(&'static str),
+    /// One or more string arguments.
+    Many(&'static str),
+}
+
+/// A corral command. Every command takes exactly one key, at argument 1.
+pub trait Command {
+    /// Upper case, as shown in errors (`RESV.LOCK`).
+    const NAME: &'static str;
+    /// Redis command flags, e.g. `"write deny-oom"`.
+    const FLAGS: &'static str;
+    /// Redis arity: N exact, -N at least N (the command name counts).
+    const ARITY: i32;
+    const SUMMARY: &'static str;
+    const COMPLEXITY: &'static str;
+    /// Arguments after the key.
+    const ARGS: &'static [Arg];
+
+    fn run(ctx: Ctx, key: RStr, args: Args) -> CmdResult;
+}
+
+/// One row of the command table.
+pub struct CommandDef {
+    name: &'static str,
+    flags: &'static str,
+    arity: i32,
+    summary: &'static str,
+    complexity: &'static str,
+    args: &'static [Arg],
+    func: ffi::CmdFunc,
+}
+
+pub const fn command<C: Command>() -> CommandDef {
+    CommandDef {
+        name: C::NAME,
+        flags: C::FLAGS,
+        arity: C::ARITY,
+        summary: C::SUMMARY,
+        complexity: C::COMPLEXITY,
+        args: C::ARGS,
+        func: trampoline::<C>,
+    }
+}
+
+/// The C entry point of every command: decodes argv into byte slices (no copies), runs the
+/// command with panics contained, and writes the reply.
+unsafe extern "C" fn trampoline<C: Command>(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    // SAFETY: Redis passes the command's context and `argc` live argument strings.
+    let (ctx, argv) = unsafe {
+        let argv = if argv.is_null() || argc <= 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(argv, argc as usize)
+        };
+        (Ctx::from_raw(ctx), argv)
+    };
+    let result = contain(C::NAME, || {
+        if argv.len() < 2 {
+            return Err(Error::Arity);
+        }
+        // SAFETY: argv entries live for the duration of the command.
+        let key = unsafe { RStr::from_raw(argv[1]) };
+        let items: SmallVec<[&[u8]; 8]> =
+            argv[2..].iter().map(|&s| unsafe { RStr::from_raw(s) }.bytes()).collect();
+        C::run(ctx, key, Args::new(C::NAME, &items))
+    })
+    .unwrap_or_else(|| {
+        Err(Error::msg(
+            "ERR corral internal error (contained; see the server log)",
+        ))
+    });
+    ctx.reply_result(result);
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Registers commands and their documentation. Called once from `RedisModule_OnLoad`.
+pub fn register(ctx: Ctx, table: &[CommandDef]) -> Result<(), String> {
+    for def in table {
+        let name = CString::new(def.name.to_ascii_lowercase()).map_err(|e| e.to_string())?;
+        let flags = CString::new(def.flags).map_err(|e| e.to_string())?;
+        // SAFETY: OnLoad context; name/flags are NUL-terminated; Redis copies them.
+        let ok = unsafe {
+            raw::RedisModule_CreateCommand.ok_or("no CreateCommand")?(
+                ctx.as_ptr(),
+                name.as_ptr(),
+                Some(def.func),
+                flags.as_ptr(),
+                1,
+                1,
+                1,
+            )
+        } == raw::REDISMODULE_OK as c_int;
+        if !ok {
+            return Err(format!("could not register {}", def.name));
+        }
+        if let Err(e) = document(ctx, &name, def) {
+            ffi::log(ctx.as_ptr(), c"warning", &format!("corral: {} has no COMMAND DOCS: {e}", def.name));
+        }
+    }
+    Ok(())
+}
+
+/// A string that lives for the rest of the process (command metadata is read by Redis later).
+fn leak(s: &str) -> *const c_char {
+    let c = CString::new(s).unwrap_or_default();
+    c.into_raw()
+}
+
+fn leak_slice<T>(v: Vec<T>) -> *mut T {
+    Box::leak(v.into_boxed_slice()).as_mut_ptr()
+}
+
+/// Fills `COMMAND INFO`/`COMMAND DOCS` through RedisModule_SetCommandInfo (Redis ≥ 7.0).
+fn document(ctx: Ctx, name: &CString, def: &CommandDef) -> Result<(), &'static str> {
+    // SAFETY: reads of the API table, written once by RedisModule_Init before OnLoad runs.
+    let (get, set) = unsafe { (raw::RedisModule_GetCommand, raw::RedisModule_SetCommandInfo) };
+    let (get, set) = (get.ok_or("no GetCommand")?, set.ok_or("no SetCommandInfo")?);
+    // SAFETY: OnLoad context, command registered just above.
+    let cmd = unsafe { get(ctx.as_ptr(), name.as_ptr()) };
+    if cmd.is_null() {
+        return Err("command not found");
+    }
+    let readonly = def.flags.split(' ').any(|f| f == "readonly");
+
+    // SAFETY (zeroed): these are plain C structs for which all-zero means "field absent".
+    let mut spec: raw::RedisModuleCommandKeySpec = unsafe { std::mem::zeroed() };
+    spec.flags = if readonly {
+        (raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS) as u64
+    } else {
+        (raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE) as u64
+    };
+    spec.begin_search_type = raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
+    spec.bs.index.pos = 1;
+    spec.find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
+    spec.fk.range.lastkey = 0;
+    spec.fk.range.keystep = 1;
+    spec.fk.range.limit = 0;
+    let specs = leak_slice(vec![spec, unsafe { std::mem::zeroed() }]);
+
+    let mut args = vec![arg("key", raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY, None, 0)];
+    args[0].key_spec_index = 0;
+    for a in def.args {
+        use raw::*;
+        let opt = REDISMODULE_CMD_ARG_OPTIONAL as c_int;
+        args.push(match *a {
+            Arg::Str(n) => arg(n, RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING, None, 0),
+            Arg::Int(n) => arg(n, RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER, None, 0),
+            Arg::OptInt(t, n) => arg(n, RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER, Some(t), opt),
+            Arg::OptStr(t, n) => arg(n, RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING, Some(t), opt),
+            Arg::Flag(t) => arg(
+                &t.to_ascii_lowercase(),
+                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
+                Some(t),
+                opt,
+            ),
+            Arg::Many(n) => arg(
+                n,
+                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+                None,
+                REDISMODULE_CMD_ARG_MULTIPLE as c_int,
+            ),
+        });
+    }
+    // SAFETY: zeroed terminator entry.
+    args.push(unsafe { std::mem::zeroed() });
+
+    let version = Box::leak(Box::new(raw::RedisModuleCommandInfoVersion {
+        version: 1,
+        sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+        sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+        sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+    }));
+    // SAFETY: zeroed = all optional fields absent.
+    let mut info: raw::RedisModuleCommandInfo = unsafe { std::mem::zeroed() };
+    info.version = version;
+    info.summary = leak(def.summary);
+    info.complexity = leak(def.complexity);
+    info.since = leak(env!("CARGO_PKG_VERSION"));
+    info.arity = def.arity;
+    info.key_specs = specs;
+    info.args = leak_slice(args);
+    // SAFETY: every pointer in `info` is leaked, so it outlives Redis's use of it.
+    let ok = unsafe { set(cmd, &info) } == raw::REDISMODULE_OK as c_int;
+    ok.then_some(()).ok_or("SetCommandInfo refused the metadata")
+}
+
+fn arg(
+    name: &str,
+    ty: raw::RedisModuleCommandArgType,
+    token: Option<&str>,
+    flags: c_int,
+) -> raw::RedisModuleCommandArg {
+    // SAFETY: zeroed = optional fields absent.
+    let mut a: raw::RedisModuleCommandArg = unsafe { std::mem::zeroed() };
+    a.name = leak(name);
+    a.type_ = ty;
+    a.key_spec_index = -1;
+    a.token = token.map_or(std::ptr::null(), leak);
+    a.flags = flags;
+    a
+}

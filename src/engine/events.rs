@@ -1,0 +1,137 @@
+//! Redis's own keyspace and server events, turned into scheduler work.
+//!
+//! corral never writes keys from these callbacks (Redis 7.0 forbids it there): it only updates
+//! its bookkeeping and asks the scheduler to look at a key "as soon as possible", which happens
+//! in a timer where writes and replication are safe.
+
+use std::ffi::{c_char, c_int, c_void};
+
+use super::contain;
+use super::ffi::{self, raw, Ctx};
+use super::primitive::Event;
+use super::scheduler;
+use super::txn;
+use super::state::{self, key_bytes, split_key, KeyRef};
+
+const SUBEVENT_NOW_MASTER: u64 = raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER as u64;
+const SUBEVENT_LOADING_ENDED: u64 = raw::REDISMODULE_SUBEVENT_LOADING_ENDED as u64;
+const SUBEVENT_FLUSHDB_END: u64 = raw::REDISMODULE_SUBEVENT_FLUSHDB_END as u64;
+
+pub fn subscribe(ctx: Ctx) -> bool {
+    let types = raw::REDISMODULE_NOTIFY_GENERIC
+        | raw::REDISMODULE_NOTIFY_EXPIRED
+        | raw::REDISMODULE_NOTIFY_EVICTED;
+    ffi::subscribe_keyspace(ctx, types as u32, on_keyspace)
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED as u64, on_server)
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_LOADING as u64, on_server)
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_FLUSHDB as u64, on_server)
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SWAPDB as u64, on_server)
+}
+
+unsafe extern "C" fn on_keyspace(
+    ctx: *mut raw::RedisModuleCtx,
+    _type: c_int,
+    event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    // SAFETY: these are the arguments Redis passed to this keyspace callback.
+    let (ctx, (event, _)) = unsafe { (Ctx::from_raw(ctx), ffi::keyspace_args(event, key)) };
+    // SAFETY: key is live for the callback.
+    let key = unsafe { ffi::RStr::from_raw(key) };
+    contain("keyspace event", || on_key_event(ctx, event, key));
+    raw::REDISMODULE_OK as c_int
+}
+
+fn on_key_event(ctx: Ctx, event: &[u8], key: ffi::RStr) {
+    let name = key.bytes();
+    let k = key_bytes(ctx.selected_db(), name);
+    if event == b"expired" || event == b"evicted" {
+        announce_lapses(ctx, key);
+    }
+    match event {
+        // The key is gone: what it held is free. Forget its deadline; if clients wait on it,
+        // serve them (against an empty key) as soon as possible.
+        b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from" => {
+            let waiting = state::with(|e| {
+                e.schedule.remove(&k[..]);
+                e.queues.is_waiting(&k)
+            });
+            if waiting {
+                scheduler::check_soon(ctx, KeyRef::from(&k[..]));
+            }
+        }
+        // A key appeared under this name with whatever leases it carries: look at it now, which
+        // schedules its real deadline (and serves any waiters already queued on this name).
+        b"rename_to" | b"move_to" | b"copy_to" | b"restore" => {
+            scheduler::check_soon(ctx, KeyRef::from(&k[..]));
+        }
+        _ => {}
+    }
+}
+
+/// Redis expired (or evicted) a corral key before the engine's timer lapsed its leases: they
+/// lapsed all the same, so count them and raise `<family>.lapse`, as the timer would have.
+fn announce_lapses(ctx: Ctx, key: ffi::RStr) {
+    let name = key.bytes();
+    let unlinked = state::with(|e| match e.last_unlinked.take() {
+        Some((n, family, lapses)) if n == name && lapses > 0 => {
+            e.counters[family.index()].lapses += lapses;
+            Some(family)
+        }
+        _ => None,
+    });
+    if let Some(family) = unlinked {
+        ctx.notify(txn::event_name(family, Event::Lapse), key);
+    }
+}
+
+unsafe extern "C" fn on_server(
+    ctx: *mut raw::RedisModuleCtx,
+    event: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut c_void,
+) {
+    // SAFETY: ctx is this callback's context.
+    let ctx = unsafe { Ctx::from_raw(ctx) };
+    contain("server event", || {
+        let id = event.id;
+        if id == raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED && subevent == SUBEVENT_NOW_MASTER
+            || id == raw::REDISMODULE_EVENT_LOADING && subevent == SUBEVENT_LOADING_ENDED
+        {
+            // A promoted replica (or a server done loading) takes over every deadline now.
+            scheduler::arm(ctx);
+        } else if id == raw::REDISMODULE_EVENT_FLUSHDB && subevent == SUBEVENT_FLUSHDB_END {
+            // SAFETY: data of a FLUSHDB event.
+            let db = unsafe { ffi::flush_event_db(data) };
+            wake_db(ctx, (db >= 0).then_some(db), true);
+        } else if id == raw::REDISMODULE_EVENT_SWAPDB {
+            // SAFETY: data of a SWAPDB event.
+            if let Some((a, b)) = unsafe { ffi::swapdb_event_dbs(data) } {
+                wake_db(ctx, Some(a), false);
+                wake_db(ctx, Some(b), false);
+            }
+        }
+    });
+}
+
+/// Every key with waiters in `db` (all dbs for None) gets a look; after a flush, deadlines of
+/// keys that no longer exist are dropped.
+fn wake_db(ctx: Ctx, db: Option<i32>, flushed: bool) {
+    let keys = state::with(|e| {
+        if flushed {
+            let stale: Vec<KeyRef> = e
+                .schedule
+                .iter()
+                .map(|(_, k)| k.clone())
+                .filter(|k| db.is_none() || split_key(k).map(|(d, _)| d) == db)
+                .collect();
+            for k in stale {
+                e.schedule.remove(&k);
+            }
+        }
+        e.queues.keys_in(db)
+    });
+    for k in keys {
+        scheduler::check_soon(ctx, k);
+    }
+}

@@ -1,0 +1,131 @@
+//! The lease engine shared by every family: server-clock deadlines, fencing tokens, FIFO waits
+//! for blocked clients, the deadline scheduler, effect replication, persistence, keyspace
+//! notifications, INFO counters, argument parsing and panic containment.
+//!
+//! A family implements `Primitive` (pure state + decisions) and a table of `Command`s that
+//! parse arguments and call `txn::{read, write, acquire}`. Everything else is here.
+
+pub mod args;
+pub mod codec;
+pub mod command;
+pub mod datatype;
+pub mod deadlines;
+pub mod events;
+pub mod ffi;
+pub mod primitive;
+pub mod scheduler;
+pub mod state;
+pub mod tokens;
+pub mod txn;
+pub mod waiters;
+
+use std::ffi::c_int;
+
+pub use args::Args;
+pub use command::{command, Arg, Command, CommandDef};
+pub use ffi::{CmdResult, Ctx, Error, RStr, Reply};
+pub use primitive::{Effect, Event, Family, Primitive};
+
+/// Runs `f`, turning a panic into `None` (logged, counted) instead of unwinding into Redis,
+/// which would abort the server.
+pub fn contain<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            ffi::log(
+                std::ptr::null_mut(),
+                c"warning",
+                &format!("corral: contained a panic in {what}: {msg}"),
+            );
+            // The engine state may be mid-borrow if the panic came from inside `state::with`;
+            // try_with avoids a second panic in that case.
+            state::try_with(|e| e.contained_panics += 1);
+            None
+        }
+    }
+}
+
+/// Registers a family: its data type and its engine operations.
+pub fn register_family<F: Primitive>(ctx: Ctx) -> Result<(), String> {
+    datatype::create::<F>(ctx)?;
+    state::with(|e| e.families.push(static_ops::<F>()));
+    Ok(())
+}
+
+fn static_ops<F: Primitive>() -> &'static dyn state::FamilyOps {
+    Box::leak(Box::new(txn::Ops::<F>::new()))
+}
+
+/// Everything the engine itself registers: the `CORRAL._APPLY` command, keyspace and server
+/// event subscriptions, and the `INFO corral` section.
+pub fn init(ctx: Ctx) -> Result<(), String> {
+    ffi::check_api().map_err(|f| format!("this server lacks {f} (corral needs Redis ≥ 7.0)"))?;
+    command::register(ctx, &[command::<Apply>()])?;
+    if !events::subscribe(ctx) {
+        return Err("could not subscribe to keyspace/server events".into());
+    }
+    ffi::register_info(ctx, on_info);
+    Ok(())
+}
+
+/// `CORRAL._APPLY key payload`: applies an effect batch. This is what replicas and the AOF
+/// receive instead of the commands clients sent; not meant to be called by hand.
+pub struct Apply;
+
+impl Command for Apply {
+    const NAME: &'static str = "CORRAL._APPLY";
+    const FLAGS: &'static str = "write deny-oom";
+    const ARITY: i32 = 3;
+    const SUMMARY: &'static str =
+        "Internal: applies replicated corral effects to a key (replication and AOF)";
+    const COMPLEXITY: &'static str = "O(effects)";
+    const ARGS: &'static [Arg] = &[Arg::Str("payload")];
+
+    fn run(ctx: Ctx, key: RStr, mut args: Args) -> CmdResult {
+        let payload = args.bytes()?;
+        args.finish()?;
+        let (family, effects) = codec::split_effects(payload)
+            .ok_or_else(|| Error::msg("ERR CORRAL._APPLY: malformed payload"))?;
+        let ops = state::with(|e| e.family(family))
+            .ok_or_else(|| Error::msg("ERR CORRAL._APPLY: unknown family"))?;
+        ops.apply_replicated(ctx, key, effects)
+    }
+}
+
+unsafe extern "C" fn on_info(ctx: *mut ffi::raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
+    let _ = contain("info", || {
+        let (rows, panics, scheduled, highest) = state::with(|e| {
+            let rows: Vec<_> = e
+                .families
+                .iter()
+                .map(|f| (f.family(), e.counters[f.family().index()]))
+                .collect();
+            (rows, e.contained_panics, e.schedule.len(), e.mint.highest())
+        });
+        let mut fields: Vec<(String, u64)> = Vec::new();
+        for (family, c) in rows {
+            let n = family.name();
+            for (field, v) in [
+                ("grants", c.grants),
+                ("renewals", c.renewals),
+                ("releases", c.releases),
+                ("lapses", c.lapses),
+                ("waits", c.waits),
+                ("timeouts", c.timeouts),
+                ("waiting", c.waiting),
+            ] {
+                fields.push((format!("{n}_{field}"), v));
+            }
+        }
+        fields.push(("scheduled_keys".into(), scheduled as u64));
+        fields.push(("highest_token".into(), highest));
+        fields.push(("contained_panics".into(), panics));
+        // SAFETY: ctx is the info callback's context.
+        unsafe { ffi::info_section(ctx, &fields) };
+    });
+}

@@ -1,0 +1,130 @@
+//! The contract between the lease engine and a family (RESV, SEM, SLOT, ALLOC, JOB).
+//!
+//! A family is a pure state machine: it *decides* what should happen (effects) and *applies*
+//! effects. The engine does everything else — opening keys, lapsing leases at their deadlines,
+//! queueing blocked clients, replicating effects, persistence, notifications and counters — the
+//! same way for every family.
+//!
+//! The primary runs `decide → apply → replicate effects`; replicas and AOF loading run only
+//! `apply` on the replicated effects. Since `apply` is deterministic, a replica's value is the
+//! primary's, byte for byte.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::ffi::Reply;
+
+/// The five families. The index selects a row of the INFO counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub enum Family {
+    Resv,
+    Sem,
+    Slot,
+    Alloc,
+    Job,
+}
+
+impl Family {
+    pub const ALL: [Family; 5] = [
+        Family::Resv,
+        Family::Sem,
+        Family::Slot,
+        Family::Alloc,
+        Family::Job,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Resv => "resv",
+            Family::Sem => "sem",
+            Family::Slot => "slot",
+            Family::Alloc => "alloc",
+            Family::Job => "job",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn from_index(i: u8) -> Option<Family> {
+        Family::ALL.get(usize::from(i)).copied()
+    }
+}
+
+/// What an effect means to observers: it selects the keyspace notification
+/// (`<family>.grant`, `.renew`, `.release`, `.lapse`) and the INFO counter it bumps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Grant,
+    Renew,
+    Release,
+    Lapse,
+    /// Changes that are not lease events (e.g. a job created); no notification.
+    Other,
+}
+
+pub trait Effect: Serialize + DeserializeOwned + std::fmt::Debug {
+    fn event(&self) -> Event;
+}
+
+/// A family's value type: what one Redis key holds.
+pub trait Primitive: Default + Clone + Serialize + DeserializeOwned + 'static {
+    const FAMILY: Family;
+    /// Redis data type name: exactly 9 characters.
+    const TYPE_NAME: &'static str;
+    /// Encoding version of `Self` in RDB; bump it when the serialized shape changes and teach
+    /// `decode` to read the older versions.
+    const ENCODING_VERSION: i32;
+
+    type Effect: Effect;
+    /// A request that can be granted now or wait in the key's FIFO queue.
+    type Request: 'static;
+
+    /// The only way state changes. Must be deterministic: same state + effect → same state.
+    /// An error means the effect does not fit the state (only a hand-written `_APPLY` can do
+    /// that); the state is left unchanged.
+    fn apply(&mut self, effect: &Self::Effect) -> Result<(), &'static str>;
+
+    /// Tries to grant `request` at `now`. `queued` is true when other clients are already
+    /// waiting in line (a fair family then grants only what does not jump the queue, such as a
+    /// holder extending its own lease). `token` is the fencing token a new grant must carry.
+    /// `None` means "not now": the client waits (BLOCK) or gets nil.
+    fn grant(
+        &self,
+        request: &Self::Request,
+        now: u64,
+        queued: bool,
+        token: u64,
+    ) -> Option<(Vec<Self::Effect>, Reply)>;
+
+    /// Effects that lapse every lease whose deadline is ≤ `now`.
+    fn lapse(&self, now: u64, out: &mut Vec<Self::Effect>);
+
+    /// The earliest lease deadline: the engine acts on the key then.
+    fn next_deadline(&self) -> Option<u64>;
+
+    /// When the key would hold nothing worth keeping (its PTTL); `None` = never expires.
+    fn expires_at(&self) -> Option<u64>;
+
+    /// True when the key should be deleted.
+    fn is_empty(&self) -> bool;
+
+    /// The highest fencing token this key has issued.
+    fn last_token(&self) -> u64;
+
+    /// Effects that rebuild this value from an empty one (AOF rewrite). Deadlines and tokens
+    /// are absolute, so the rebuilt value is equal to this one.
+    fn rebuild(&self) -> Vec<Self::Effect>;
+
+    /// Approximate heap bytes (MEMORY USAGE).
+    fn mem_usage(&self) -> usize;
+
+    /// Reads a value saved with `encver` (≤ ENCODING_VERSION).
+    fn decode(encver: i32, bytes: &[u8]) -> Option<Self> {
+        if encver == Self::ENCODING_VERSION {
+            super::codec::decode(bytes)
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The deadline scheduler: one Redis timer, armed for the earliest key in the engine's schedule.
+//!
+//! A key is in the schedule at its earliest lease deadline (set on every commit), or at "now"
+//! when a keyspace event says it needs a look (deleted, renamed, restored…). When the timer
+//! fires on a primary, every due key is checked: its lapsed leases lapse and waiters are served,
+//! exactly as a command would do it, and the key is scheduled again at its next deadline.
+//! On a replica the timer does nothing: deadlines stay scheduled, and fire once it is promoted.
+
+use std::ffi::c_void;
+
+use super::contain;
+use super::ffi::{self, raw, Ctx, KeyHolds, OwnedStr};
+use super::state::{self, split_key, KeyRef};
+
+/// Makes sure the timer fires at the earliest scheduled deadline.
+pub fn arm(ctx: Ctx) {
+    if !ctx.is_primary() {
+        return;
+    }
+    let now = ffi::now_ms();
+    let (stop, due) = state::with(|e| {
+        let next = e.schedule.earliest();
+        match (e.timer, next) {
+            (Some((_, at)), Some(n)) if at <= n => (None, None),
+            (timer, next) => (timer.map(|(id, _)| id), next),
+        }
+    });
+    if let Some(id) = stop {
+        ffi::stop_timer(ctx, id);
+        state::with(|e| e.timer = None);
+    }
+    if let Some(at) = due {
+        let id = ffi::create_timer(ctx, at.saturating_sub(now), on_timer);
+        state::with(|e| e.timer = Some((id, at)));
+    }
+}
+
+/// Asks for a look at a key as soon as possible (from keyspace/server events).
+pub fn check_soon(ctx: Ctx, key: KeyRef) {
+    state::with(|e| e.schedule.set_earlier(key, 0));
+    arm(ctx);
+}
+
+unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    // SAFETY: ctx is the timer callback's context.
+    let ctx = unsafe { Ctx::from_raw(ctx) };
+    contain("deadline timer", || {
+        state::with(|e| e.timer = None);
+        if !ctx.is_primary() {
+            return;
+        }
+        // Keys due now. Checking one can schedule others (a hand-off), so loop until none is due.
+        loop {
+            let now = ffi::now_ms();
+            let due = state::with(|e| e.schedule.pop_due(now));
+            if due.is_empty() {
+                break;
+            }
+            for key in due {
+                check_key(ctx, &key);
+            }
+        }
+        arm(ctx);
+    });
+}
+
+/// Lapses what is due on one key and serves its waiters, whatever its family.
+fn check_key(ctx: Ctx, key: &KeyRef) {
+    let Some((db, name)) = split_key(key) else {
+        return;
+    };
+    if !ctx.select_db(db) {
+        return;
+    }
+    let Some(name_str) = OwnedStr::new(name) else {
+        return;
+    };
+    let name_r = name_str.as_rstr();
+    let holds = ctx.open_key(name_r, false).holds();
+    let ops = state::with(|e| match holds {
+        KeyHolds::Module(t) => e.family_of_type(t),
+        // An empty key (or one of another type) may still have waiters: their family decides.
+        _ => e.queues.head_family(key).and_then(|f| e.family(f)),
+    });
+    if let Some(ops) = ops {
+        ops.check(ctx, name_r);
+    }
+}

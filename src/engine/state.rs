@@ -1,0 +1,127 @@
+//! The engine's process-wide state: token mint, INFO counters, the deadline schedule, the wait
+//! queues, and the registry of families. Redis runs every module callback that touches it on
+//! its main thread, one at a time.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use smallvec::SmallVec;
+
+use super::deadlines::DeadlineIndex;
+use super::ffi::{raw, Ctx, RStr};
+use super::primitive::{Event, Family};
+use super::tokens::Mint;
+use super::waiters::Queues;
+
+/// A key anywhere in the server: its db (4 bytes, little endian) followed by its name.
+/// Shared (`Rc`) because the schedule and the wait queues index it twice.
+pub type KeyRef = Rc<[u8]>;
+
+/// The bytes of a KeyRef, built on the stack for lookups (no allocation for names ≤ 60 bytes).
+pub fn key_bytes(db: i32, name: &[u8]) -> SmallVec<[u8; 64]> {
+    let mut v = SmallVec::with_capacity(4 + name.len());
+    v.extend_from_slice(&db.to_le_bytes());
+    v.extend_from_slice(name);
+    v
+}
+
+pub fn split_key(k: &[u8]) -> Option<(i32, &[u8])> {
+    let (db, name) = k.split_first_chunk::<4>()?;
+    Some((i32::from_le_bytes(*db), name))
+}
+
+/// Per-family INFO counters.
+#[derive(Default, Clone, Copy)]
+pub struct Counters {
+    pub grants: u64,
+    pub renewals: u64,
+    pub releases: u64,
+    pub lapses: u64,
+    pub waits: u64,
+    pub timeouts: u64,
+    pub waiting: u64,
+}
+
+impl Counters {
+    pub fn count(&mut self, event: Event) {
+        match event {
+            Event::Grant => self.grants += 1,
+            Event::Renew => self.renewals += 1,
+            Event::Release => self.releases += 1,
+            Event::Lapse => self.lapses += 1,
+            Event::Other => {}
+        }
+    }
+}
+
+/// What the engine needs to do with a key of some family without knowing its Rust type:
+/// implemented once, generically, in `txn.rs`.
+pub trait FamilyOps {
+    fn family(&self) -> Family;
+    fn raw_type(&self) -> *mut raw::RedisModuleType;
+    /// Lapses what is due and serves waiters (scheduler and keyspace events call this).
+    fn check(&self, ctx: Ctx, name: RStr);
+    /// Applies a replicated effect batch (`CORRAL._APPLY`).
+    fn apply_replicated(&self, ctx: Ctx, name: RStr, effects: &[u8]) -> super::ffi::CmdResult;
+}
+
+pub struct Engine {
+    pub mint: Mint,
+    pub counters: [Counters; 5],
+    pub contained_panics: u64,
+    /// When each key next needs the engine's attention (earliest lease deadline, or "now").
+    pub schedule: DeadlineIndex<KeyRef>,
+    /// The armed Redis timer: (id, when it fires).
+    pub timer: Option<(u64, u64)>,
+    pub queues: Queues,
+    pub families: Vec<&'static dyn FamilyOps>,
+    /// The corral value Redis removed last: (key name, family, leases it still held).
+    pub last_unlinked: Option<(Vec<u8>, Family, u64)>,
+}
+
+impl Engine {
+    fn new() -> Self {
+        Self {
+            mint: Mint::new(),
+            counters: [Counters::default(); 5],
+            contained_panics: 0,
+            schedule: DeadlineIndex::default(),
+            timer: None,
+            queues: Queues::default(),
+            families: Vec::new(),
+            last_unlinked: None,
+        }
+    }
+
+    pub fn family_of_type(&self, t: *mut raw::RedisModuleType) -> Option<&'static dyn FamilyOps> {
+        self.families.iter().copied().find(|f| f.raw_type() == t)
+    }
+
+    pub fn family(&self, family: Family) -> Option<&'static dyn FamilyOps> {
+        self.families.iter().copied().find(|f| f.family() == family)
+    }
+}
+
+struct MainThread<T>(T);
+
+// SAFETY: Redis calls every module callback that reaches ENGINE (commands, timers, keyspace and
+// server events, blocked-client callbacks, RDB load) on its main thread while holding the
+// module GIL, so the state is never accessed concurrently. The one callback that may run on
+// another thread (a value's `free`, under lazy free) does not touch it.
+unsafe impl<T> Sync for MainThread<T> {}
+
+static ENGINE: MainThread<RefCell<Option<Engine>>> = MainThread(RefCell::new(None));
+
+/// Runs `f` with the engine state. Never call Redis from inside `f` in a way that could
+/// re-enter corral (opening a key can fire keyspace events): keep `f` to bookkeeping.
+pub fn with<R>(f: impl FnOnce(&mut Engine) -> R) -> R {
+    let mut guard = ENGINE.0.borrow_mut();
+    f(guard.get_or_insert_with(Engine::new))
+}
+
+/// As `with`, but does nothing if the state is already borrowed (used while handling a panic).
+pub fn try_with(f: impl FnOnce(&mut Engine)) {
+    if let Ok(mut guard) = ENGINE.0.try_borrow_mut() {
+        f(guard.get_or_insert_with(Engine::new));
+    }
+}

@@ -1,0 +1,345 @@
+//! One change to one key, the same way for every family:
+//!
+//! 1. `open` the key (WRONGTYPE if it holds something else; an empty default if absent);
+//! 2. `settle` (primary only): lapse every lease whose deadline has passed and hand what that
+//!    freed to waiters — so a command never sees a lease that should already have lapsed;
+//! 3. the family decides effects; `apply` applies them (notifications and counters included);
+//! 4. `commit`: serve waiters again, replicate the effects as one `CORRAL._APPLY`, store or
+//!    delete the value, set the key's PTTL, and schedule the key's next deadline.
+//!
+//! The flows commands use (`read`, `write`, `acquire`) and the ones the engine uses (`check`,
+//! `apply_replicated`) are all built from these steps.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use super::codec;
+use super::datatype;
+use super::ffi::{self, CmdResult, Ctx, Error, Key, KeyHolds, RStr, Reply};
+use super::primitive::{Effect, Event, Family, Primitive};
+use super::scheduler;
+use super::state::{self, key_bytes, FamilyOps, KeyRef};
+use super::waiters;
+
+/// The internal command that carries effects to replicas and the AOF.
+pub const APPLY_COMMAND: &std::ffi::CStr = c"CORRAL._APPLY";
+
+enum Value<F> {
+    /// The key holds this value; the pointer is valid while `Txn::key` is open.
+    Stored(NonNull<F>),
+    /// The key is empty; stored on commit if it ends up holding something.
+    Fresh(Box<F>),
+}
+
+pub struct Txn<F: Primitive> {
+    ctx: Ctx,
+    name: RStr,
+    db: i32,
+    key: Key,
+    value: Value<F>,
+    effects: Vec<F::Effect>,
+    now: u64,
+    primary: bool,
+}
+
+impl<F: Primitive> Txn<F> {
+    pub fn open(ctx: Ctx, name: RStr) -> Result<Self, Error> {
+        let mut key = ctx.open_key(name, true);
+        let ty = datatype::raw_type(F::FAMILY);
+        let value = match key.holds() {
+            KeyHolds::Nothing => Value::Fresh(Box::default()),
+            KeyHolds::Module(t) if t == ty => {
+                // SAFETY: every value of this family's type is a Box<F> (datatype.rs).
+                let v = unsafe { key.value_mut::<F>(ty) }.ok_or(Error::WrongType)?;
+                Value::Stored(NonNull::from(v))
+            }
+            _ => return Err(Error::WrongType),
+        };
+        Ok(Self {
+            ctx,
+            name,
+            db: ctx.selected_db(),
+            key,
+            value,
+            effects: Vec::new(),
+            now: ffi::now_ms(),
+            primary: ctx.is_primary(),
+        })
+    }
+
+    /// Opens for a client command that changes state: only a primary decides grants.
+    pub fn open_primary(ctx: Ctx, name: RStr) -> Result<Self, Error> {
+        if !ctx.is_primary() {
+            return Err(Error::msg(
+                "READONLY corral commands that change state run on the primary",
+            ));
+        }
+        Self::open(ctx, name)
+    }
+
+    pub fn state(&self) -> &F {
+        match &self.value {
+            // SAFETY: the key stays open (and its value in place) for the Txn's lifetime.
+            Value::Stored(p) => unsafe { p.as_ref() },
+            Value::Fresh(b) => b,
+        }
+    }
+
+    fn state_mut(&mut self) -> &mut F {
+        match &mut self.value {
+            // SAFETY: as in `state`; &mut self guarantees exclusive access.
+            Value::Stored(p) => unsafe { p.as_mut() },
+            Value::Fresh(b) => b,
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    pub fn db(&self) -> i32 {
+        self.db
+    }
+
+    pub fn name(&self) -> RStr {
+        self.name
+    }
+
+    /// The fencing token a grant made now would carry.
+    pub fn token(&self) -> u64 {
+        let last = self.state().last_token();
+        state::with(|e| e.mint.peek(self.now, last))
+    }
+
+    /// Applies effects in order; each raises its notification and bumps its counter.
+    pub fn apply(&mut self, effects: Vec<F::Effect>) -> Result<(), &'static str> {
+        for effect in effects {
+            self.state_mut().apply(&effect)?;
+            let event = effect.event();
+            if event != Event::Other {
+                let last = self.state().last_token();
+                state::with(|e| {
+                    e.counters[F::FAMILY.index()].count(event);
+                    e.mint.observe(last);
+                });
+                self.ctx.notify(event_name(F::FAMILY, event), self.name);
+            }
+            self.effects.push(effect);
+        }
+        Ok(())
+    }
+
+    /// Lapses what is due and serves waiters. Only on a primary: replicas wait for the effects.
+    pub fn settle(&mut self) {
+        if !self.primary {
+            return;
+        }
+        let mut lapsed = Vec::new();
+        self.state().lapse(self.now, &mut lapsed);
+        if !lapsed.is_empty() {
+            // Effects a family just decided always fit its state.
+            let _ = self.apply(lapsed);
+        }
+        waiters::serve(self);
+    }
+
+    fn waiting(&self) -> bool {
+        let k = key_bytes(self.db, self.name.bytes());
+        state::with(|e| e.queues.is_waiting(&k))
+    }
+
+    /// Replicates, stores, sets the PTTL, and schedules the next deadline.
+    pub fn commit(mut self) {
+        if self.primary {
+            waiters::serve(&mut self);
+        }
+        if !self.effects.is_empty() {
+            let payload = codec::encode_effects(F::FAMILY, &self.effects);
+            self.ctx.replicate(APPLY_COMMAND, self.name, &payload);
+        }
+        self.store();
+    }
+
+    /// As `commit`, for effects that arrived replicated: they are propagated verbatim instead.
+    fn commit_replicated(mut self) {
+        ffi::replicate_verbatim(self.ctx);
+        self.store();
+    }
+
+    fn store(&mut self) {
+        let ty = datatype::raw_type(F::FAMILY);
+        let empty = self.state().is_empty();
+        let changed = !self.effects.is_empty();
+        let (next, expires, last) = {
+            let s = self.state();
+            (s.next_deadline(), s.expires_at(), s.last_token())
+        };
+        if changed {
+            match std::mem::replace(&mut self.value, Value::Fresh(Box::default())) {
+                Value::Fresh(b) if !empty => {
+                    // SAFETY: ty is this family's type, whose callbacks treat values as Box<F>.
+                    unsafe { self.key.set_value(ty, b) };
+                    self.key.set_expire_at(expires);
+                }
+                Value::Fresh(_) => {}
+                Value::Stored(_) if empty => self.key.delete(),
+                Value::Stored(p) => {
+                    self.value = Value::Stored(p);
+                    self.key.set_expire_at(expires);
+                }
+            }
+        }
+        let k = key_bytes(self.db, self.name.bytes());
+        let arm = state::with(|e| {
+            e.mint.observe(last);
+            match next {
+                Some(at) if !empty => match e.schedule.get(&k[..]) {
+                    Some(old) if old <= at => false,
+                    _ => {
+                        e.schedule.set_earlier(KeyRef::from(&k[..]), at);
+                        true
+                    }
+                },
+                _ => {
+                    e.schedule.remove(&k[..]);
+                    false
+                }
+            }
+        });
+        if arm {
+            scheduler::arm(self.ctx);
+        }
+    }
+}
+
+/// Reads a key without changing it. Families interpret deadlines ≤ `now` as lapsed.
+pub fn read<F: Primitive, R>(
+    ctx: Ctx,
+    name: RStr,
+    f: impl FnOnce(Option<&F>, u64) -> R,
+) -> Result<R, Error> {
+    let mut key = ctx.open_key(name, false);
+    let ty = datatype::raw_type(F::FAMILY);
+    let now = ffi::now_ms();
+    match key.holds() {
+        KeyHolds::Nothing => Ok(f(None, now)),
+        // SAFETY: every value of this family's type is a Box<F>.
+        KeyHolds::Module(t) if t == ty => Ok(f(unsafe { key.value_mut::<F>(ty) }.map(|v| &*v), now)),
+        _ => Err(Error::WrongType),
+    }
+}
+
+/// Number of clients waiting on a key.
+pub fn waiters(ctx: Ctx, name: RStr) -> usize {
+    let k = key_bytes(ctx.selected_db(), name.bytes());
+    state::with(|e| e.queues.len(&k))
+}
+
+/// A change that never waits: the family decides effects and a reply (or an error).
+pub fn write<F: Primitive>(
+    ctx: Ctx,
+    name: RStr,
+    decide: impl FnOnce(&F, u64, u64) -> Result<(Vec<F::Effect>, Reply), Error>,
+) -> CmdResult {
+    let mut txn = Txn::<F>::open_primary(ctx, name)?;
+    txn.settle();
+    let token = txn.token();
+    let decided = decide(txn.state(), txn.now(), token);
+    let result = match decided {
+        Ok((effects, reply)) => txn.apply(effects).map(|_| reply).map_err(internal),
+        Err(e) => Err(e),
+    };
+    txn.commit();
+    result
+}
+
+/// A grant that may wait: granted now if the family allows it (and nobody is ahead in line),
+/// else the client joins the key's FIFO queue for `block` ms (0 = forever), or gets nil.
+pub fn acquire<F: Primitive>(
+    ctx: Ctx,
+    name: RStr,
+    request: F::Request,
+    block: Option<u64>,
+) -> CmdResult {
+    let mut txn = Txn::<F>::open_primary(ctx, name)?;
+    txn.settle();
+    let queued = txn.waiting();
+    let token = txn.token();
+    if let Some((effects, reply)) = F::grant(txn.state(), &request, txn.now(), queued, token) {
+        let applied = txn.apply(effects);
+        txn.commit();
+        return applied.map(|_| reply).map_err(internal);
+    }
+    let db = txn.db();
+    txn.commit();
+    match block {
+        Some(ms) if ctx.can_block() => Ok(waiters::park::<F>(ctx, db, name.bytes(), request, ms)),
+        _ => Ok(Reply::Nil),
+    }
+}
+
+fn internal(e: &'static str) -> Error {
+    Error::msg(format!("ERR corral internal error: {e}"))
+}
+
+/// The engine's side of a family: what the scheduler, keyspace events and `CORRAL._APPLY`
+/// call without knowing the family's Rust type.
+pub struct Ops<F>(PhantomData<F>);
+
+impl<F> Ops<F> {
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<F: Primitive> FamilyOps for Ops<F> {
+    fn family(&self) -> Family {
+        F::FAMILY
+    }
+
+    fn raw_type(&self) -> *mut ffi::raw::RedisModuleType {
+        datatype::raw_type(F::FAMILY)
+    }
+
+    fn check(&self, ctx: Ctx, name: RStr) {
+        match Txn::<F>::open(ctx, name) {
+            Ok(mut txn) => {
+                txn.settle();
+                txn.commit();
+            }
+            Err(_) => {
+                let k = key_bytes(ctx.selected_db(), name.bytes());
+                waiters::fail_all(&k, Reply::Error(waiters::wrongtype()));
+            }
+        }
+    }
+
+    fn apply_replicated(&self, ctx: Ctx, name: RStr, effects: &[u8]) -> CmdResult {
+        let effects: Vec<F::Effect> = codec::decode(effects)
+            .ok_or_else(|| Error::msg("ERR CORRAL._APPLY: malformed effects"))?;
+        let mut txn = Txn::<F>::open(ctx, name)?;
+        let applied = txn.apply(effects);
+        txn.commit_replicated();
+        applied
+            .map(|_| Reply::Ok)
+            .map_err(|e| Error::msg(format!("ERR CORRAL._APPLY: {e}")))
+    }
+}
+
+/// Keyspace notification names: `<family>.<event>` (module class, `notify-keyspace-events d`).
+pub fn event_name(family: Family, event: Event) -> &'static std::ffi::CStr {
+    const NAMES: [[&std::ffi::CStr; 4]; 5] = [
+        [c"resv.grant", c"resv.renew", c"resv.release", c"resv.lapse"],
+        [c"sem.grant", c"sem.renew", c"sem.release", c"sem.lapse"],
+        [c"slot.grant", c"slot.renew", c"slot.release", c"slot.lapse"],
+        [c"alloc.grant", c"alloc.renew", c"alloc.release", c"alloc.lapse"],
+        [c"job.grant", c"job.renew", c"job.release", c"job.lapse"],
+    ];
+    let i = match event {
+        Event::Grant => 0,
+        Event::Renew => 1,
+        Event::Release => 2,
+        Event::Lapse | Event::Other => 3,
+    };
+    NAMES[family.index()][i]
+}

@@ -1,0 +1,230 @@
+//! FIFO wait queues of blocked clients, one per key, kept by the module (Redis 7.0 does not wake
+//! blocked-on-keys clients on deletion, and corral hands resources over directly instead).
+//!
+//! A waiter leaves its queue exactly once, by one of: being served (`serve`), its BLOCK timeout,
+//! its client disconnecting, or its key becoming unusable (`fail_all`). Each path removes it
+//! from the queue first and then calls `RedisModule_UnblockClient`, which Redis requires for
+//! every blocked client.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::ffi::{c_int, c_void};
+
+use ahash::AHashMap;
+
+use super::ffi::{self, BlockedClient, Ctx, Reply};
+use super::primitive::{Family, Primitive};
+use super::state::{self, key_bytes, KeyRef};
+use super::txn::Txn;
+use super::contain;
+
+pub struct Waiter {
+    bc: BlockedClient,
+    family: Family,
+    request: Box<dyn Any>,
+}
+
+#[derive(Default)]
+pub struct Queues {
+    /// Per key, waiters by arrival number (ascending = FIFO order).
+    by_key: AHashMap<KeyRef, BTreeMap<u64, Waiter>>,
+    /// Where each blocked client waits, for timeouts and disconnects.
+    by_client: AHashMap<usize, (KeyRef, u64)>,
+    next_id: u64,
+}
+
+impl Queues {
+    pub fn is_waiting(&self, key: &[u8]) -> bool {
+        !self.by_client.is_empty() && self.by_key.contains_key(key)
+    }
+
+    pub fn len(&self, key: &[u8]) -> usize {
+        self.by_key.get(key).map_or(0, BTreeMap::len)
+    }
+
+    pub fn head_family(&self, key: &[u8]) -> Option<Family> {
+        let q = self.by_key.get(key)?;
+        q.values().next().map(|w| w.family)
+    }
+
+    /// Keys (in `db`, or all dbs when `db` is None) that have waiters.
+    pub fn keys_in(&self, db: Option<i32>) -> Vec<KeyRef> {
+        self.by_key
+            .keys()
+            .filter(|k| db.is_none() || state::split_key(k).map(|(d, _)| d) == db)
+            .cloned()
+            .collect()
+    }
+
+    fn push(&mut self, key: &[u8], w: Waiter) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let k: KeyRef = match self.by_key.get_key_value(key) {
+            Some((k, _)) => k.clone(),
+            None => KeyRef::from(key),
+        };
+        self.by_client.insert(w.bc as usize, (k.clone(), id));
+        self.by_key.entry(k).or_default().insert(id, w);
+    }
+
+    fn remove(&mut self, key: &[u8], id: u64) -> Option<Waiter> {
+        let q = self.by_key.get_mut(key)?;
+        let w = q.remove(&id)?;
+        if q.is_empty() {
+            self.by_key.remove(key);
+        }
+        self.by_client.remove(&(w.bc as usize));
+        Some(w)
+    }
+
+    fn remove_client(&mut self, bc: BlockedClient) -> Option<Waiter> {
+        let (k, id) = self.by_client.get(&(bc as usize))?.clone();
+        self.remove(&k, id)
+    }
+}
+
+/// Blocks the calling client in the key's queue until `serve` grants `request`, the timeout
+/// (ms, 0 = forever) passes, or the client disconnects.
+pub fn park<F: Primitive>(ctx: Ctx, db: i32, name: &[u8], request: F::Request, timeout_ms: u64) -> Reply {
+    let Some(bc) =
+        ffi::block_client(ctx, on_reply, on_timeout, on_free, on_disconnect, timeout_ms)
+    else {
+        return Reply::Nil;
+    };
+    let key = key_bytes(db, name);
+    state::with(|e| {
+        e.queues.push(
+            &key,
+            Waiter {
+                bc,
+                family: F::FAMILY,
+                request: Box::new(request),
+            },
+        );
+        let c = &mut e.counters[F::FAMILY.index()];
+        c.waits += 1;
+        c.waiting += 1;
+    });
+    Reply::Blocked
+}
+
+enum Next<E> {
+    Grant(u64, Vec<E>, Reply),
+    Mismatch(u64),
+}
+
+/// Grants waiters in FIFO order while the head can be granted; stops at the first that cannot
+/// (later waiters never jump ahead of it).
+pub fn serve<F: Primitive>(txn: &mut Txn<F>) {
+    let key = key_bytes(txn.db(), txn.name().bytes());
+    loop {
+        let now = txn.now();
+        let next = state::with(|e| {
+            let (&id, w) = e.queues.by_key.get(&key[..])?.iter().next()?;
+            let Some(req) = w.request.downcast_ref::<F::Request>() else {
+                return Some(Next::Mismatch(id));
+            };
+            let token = e.mint.peek(now, txn.state().last_token());
+            let (effects, reply) = F::grant(txn.state(), req, now, false, token)?;
+            Some(Next::Grant(id, effects, reply))
+        });
+        match next {
+            None => return,
+            Some(Next::Mismatch(id)) => finish(&key, id, Reply::Error(wrongtype())),
+            Some(Next::Grant(id, effects, reply)) => {
+                if let Err(e) = txn.apply(effects) {
+                    // Cannot happen for effects a family just decided; never loop forever.
+                    finish(&key, id, Reply::Error(format!("ERR {e:?}")));
+                    return;
+                }
+                finish(&key, id, reply);
+            }
+        }
+    }
+}
+
+/// Answers every waiter of `key` with `reply` (e.g. the key now holds another type).
+pub fn fail_all(key: &[u8], reply: Reply) {
+    while let Some(id) = state::with(|e| {
+        e.queues
+            .by_key
+            .get(key)
+            .and_then(|q| q.keys().next().copied())
+    }) {
+        finish(key, id, reply.clone());
+    }
+}
+
+pub fn wrongtype() -> String {
+    "WRONGTYPE Operation against a key holding the wrong kind of value".to_string()
+}
+
+/// Removes a waiter and answers it.
+fn finish(key: &[u8], id: u64, reply: Reply) {
+    let removed = state::with(|e| {
+        let w = e.queues.remove(key, id)?;
+        e.counters[w.family.index()].waiting -= 1;
+        Some(w.bc)
+    });
+    if let Some(bc) = removed {
+        ffi::unblock_client(bc, Some(Box::new(reply)));
+    }
+}
+
+// Blocked-client callbacks. Each is panic-contained: Redis must never see an unwinding panic.
+
+unsafe extern "C" fn on_reply(
+    ctx: *mut ffi::raw::RedisModuleCtx,
+    _argv: *mut *mut ffi::raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    // SAFETY: ctx is the reply callback's context.
+    let ctx = unsafe { Ctx::from_raw(ctx) };
+    contain("blocked reply", || match ffi::blocked_reply(ctx) {
+        Some(r) => ctx.reply(r),
+        None => ctx.reply(&Reply::Nil),
+    });
+    ffi::raw::REDISMODULE_OK as c_int
+}
+
+unsafe extern "C" fn on_timeout(
+    ctx: *mut ffi::raw::RedisModuleCtx,
+    _argv: *mut *mut ffi::raw::RedisModuleString,
+    _argc: c_int,
+) -> c_int {
+    // SAFETY: ctx is the timeout callback's context.
+    let ctx = unsafe { Ctx::from_raw(ctx) };
+    contain("blocked timeout", || {
+        let bc = ffi::blocked_handle(ctx);
+        let removed = state::with(|e| {
+            let w = e.queues.remove_client(bc)?;
+            let c = &mut e.counters[w.family.index()];
+            c.waiting -= 1;
+            c.timeouts += 1;
+            Some(())
+        });
+        ctx.reply(&Reply::Nil);
+        if removed.is_some() {
+            ffi::unblock_client(bc, None);
+        }
+    });
+    ffi::raw::REDISMODULE_OK as c_int
+}
+
+unsafe extern "C" fn on_disconnect(_ctx: *mut ffi::raw::RedisModuleCtx, bc: BlockedClient) {
+    contain("blocked disconnect", || {
+        let removed = state::with(|e| {
+            let w = e.queues.remove_client(bc)?;
+            e.counters[w.family.index()].waiting -= 1;
+            Some(())
+        });
+        if removed.is_some() {
+            ffi::unblock_client(bc, None);
+        }
+    });
+}
+
+unsafe extern "C" fn on_free(_ctx: *mut ffi::raw::RedisModuleCtx, privdata: *mut c_void) {
+    // SAFETY: privdata is null or the Box<Reply> handed to unblock_client.
+    contain("blocked free", || unsafe { ffi::free_blocked_reply(privdata) });
+}

@@ -1,0 +1,276 @@
+//! RESV, the pure core: one exclusive reservation (a lock) with a deadline and a fencing token.
+//! No Redis here — the engine opens keys, schedules the deadline, queues waiters, replicates.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Effect, Event, Family, Primitive, Reply};
+
+/// What a RESV key holds. A key exists only while the reservation is held.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resv {
+    held: Option<Held>,
+    /// Highest token ever issued for this key.
+    last_token: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub holder: Box<[u8]>,
+    /// Absolute server time (ms) at which the reservation lapses.
+    pub deadline: u64,
+    pub token: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResvEffect {
+    Grant {
+        holder: Box<[u8]>,
+        deadline: u64,
+        token: u64,
+    },
+    /// The holder extended its reservation (RENEW, or LOCK again by the same holder).
+    Renew { deadline: u64 },
+    Release,
+    Lapse,
+}
+
+impl Effect for ResvEffect {
+    fn event(&self) -> Event {
+        match self {
+            ResvEffect::Grant { .. } => Event::Grant,
+            ResvEffect::Renew { .. } => Event::Renew,
+            ResvEffect::Release => Event::Release,
+            ResvEffect::Lapse => Event::Lapse,
+        }
+    }
+}
+
+/// A LOCK that may wait in line.
+#[derive(Debug, Clone)]
+pub struct Lock {
+    pub holder: Box<[u8]>,
+    pub ttl: u64,
+}
+
+/// Why a holder's action on the reservation was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Held by someone else.
+    LostTo(Box<[u8]>),
+    /// Nobody holds it (it lapsed, was released, or never existed).
+    Free,
+    /// Held by this holder, but under another token.
+    Stale { current: u64 },
+}
+
+impl Resv {
+    /// The reservation as seen at `now` (a lease whose deadline passed is not held, even before
+    /// the engine has lapsed it — e.g. on a replica).
+    pub fn held_at(&self, now: u64) -> Option<&Held> {
+        self.held.as_ref().filter(|h| h.deadline > now)
+    }
+
+    fn held_by(&self, holder: &[u8], now: u64) -> Result<&Held, Refusal> {
+        match self.held_at(now) {
+            Some(h) if &*h.holder == holder => Ok(h),
+            Some(h) => Err(Refusal::LostTo(h.holder.clone())),
+            None => Err(Refusal::Free),
+        }
+    }
+
+    pub fn renew(&self, holder: &[u8], ttl: u64, now: u64) -> Result<ResvEffect, Refusal> {
+        self.held_by(holder, now)?;
+        Ok(ResvEffect::Renew {
+            deadline: now + ttl,
+        })
+    }
+
+    pub fn release(&self, holder: &[u8], now: u64) -> Result<ResvEffect, Refusal> {
+        self.held_by(holder, now)?;
+        Ok(ResvEffect::Release)
+    }
+
+    pub fn check(&self, holder: &[u8], token: u64, now: u64) -> Result<(), Refusal> {
+        let h = self.held_by(holder, now)?;
+        if h.token == token {
+            Ok(())
+        } else {
+            Err(Refusal::Stale { current: h.token })
+        }
+    }
+}
+
+impl Primitive for Resv {
+    const FAMILY: Family = Family::Resv;
+    const TYPE_NAME: &'static str = "CorralRsv";
+    const ENCODING_VERSION: i32 = 1;
+
+    type Effect = ResvEffect;
+    type Request = Lock;
+
+    fn apply(&mut self, effect: &ResvEffect) -> Result<(), &'static str> {
+        match effect {
+            ResvEffect::Grant {
+                holder,
+                deadline,
+                token,
+            } => {
+                self.held = Some(Held {
+                    holder: holder.clone(),
+                    deadline: *deadline,
+                    token: *token,
+                });
+                self.last_token = self.last_token.max(*token);
+            }
+            ResvEffect::Renew { deadline } => {
+                self.held.as_mut().ok_or("renew of a free reservation")?.deadline = *deadline;
+            }
+            ResvEffect::Release | ResvEffect::Lapse => {
+                self.held.take().ok_or("release of a free reservation")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn grant(&self, lock: &Lock, now: u64, queued: bool, token: u64) -> Option<(Vec<ResvEffect>, Reply)> {
+        match self.held_at(now) {
+            // Idempotent re-grant: the holder extends and gets its token back.
+            Some(h) if h.holder == lock.holder => Some((
+                vec![ResvEffect::Renew {
+                    deadline: now + lock.ttl,
+                }],
+                Reply::Int(h.token as i64),
+            )),
+            Some(_) => None,
+            // Free, but others were waiting first: they go first.
+            None if queued => None,
+            None => Some((
+                vec![ResvEffect::Grant {
+                    holder: lock.holder.clone(),
+                    deadline: now + lock.ttl,
+                    token,
+                }],
+                Reply::Int(token as i64),
+            )),
+        }
+    }
+
+    fn lapse(&self, now: u64, out: &mut Vec<ResvEffect>) {
+        if matches!(&self.held, Some(h) if h.deadline <= now) {
+            out.push(ResvEffect::Lapse);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.held.as_ref().map(|h| h.deadline)
+    }
+
+    fn expires_at(&self) -> Option<u64> {
+        self.next_deadline()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.held.is_none()
+    }
+
+    fn last_token(&self) -> u64 {
+        self.last_token
+    }
+
+    fn rebuild(&self) -> Vec<ResvEffect> {
+        self.held
+            .iter()
+            .map(|h| ResvEffect::Grant {
+                holder: h.holder.clone(),
+                deadline: h.deadline,
+                token: h.token,
+            })
+            .collect()
+    }
+
+    fn mem_usage(&self) -> usize {
+        self.held.as_ref().map_or(0, |h| h.holder.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(holder: &str, ttl: u64) -> Lock {
+        Lock {
+            holder: holder.as_bytes().into(),
+            ttl,
+        }
+    }
+
+    fn run(r: &mut Resv, effects: Vec<ResvEffect>) {
+        for e in effects {
+            r.apply(&e).unwrap();
+        }
+    }
+
+    #[test]
+    fn lock_relock_release() {
+        let mut r = Resv::default();
+        let (e, reply) = r.grant(&lock("a", 100), 1000, false, 7).unwrap();
+        assert_eq!(reply, Reply::Int(7));
+        run(&mut r, e);
+        assert!(r.grant(&lock("b", 100), 1050, false, 8).is_none());
+        // Same holder: extends, same token, even with others queued.
+        let (e, reply) = r.grant(&lock("a", 500), 1050, true, 9).unwrap();
+        assert_eq!(reply, Reply::Int(7));
+        run(&mut r, e);
+        assert_eq!(r.next_deadline(), Some(1550));
+        assert_eq!(r.release(b"b", 1100), Err(Refusal::LostTo(b"a"[..].into())));
+        run(&mut r, vec![r.release(b"a", 1100).unwrap()]);
+        assert!(r.is_empty());
+        assert_eq!(r.release(b"a", 1100), Err(Refusal::Free));
+    }
+
+    #[test]
+    fn lapse_at_deadline_exactly() {
+        let mut r = Resv::default();
+        run(&mut r, r.grant(&lock("a", 100), 0, false, 1).unwrap().0);
+        let mut out = vec![];
+        r.lapse(99, &mut out);
+        assert!(out.is_empty());
+        assert!(r.held_at(99).is_some());
+        assert!(r.held_at(100).is_none());
+        r.lapse(100, &mut out);
+        assert_eq!(out, vec![ResvEffect::Lapse]);
+        assert_eq!(r.renew(b"a", 10, 100), Err(Refusal::Free));
+    }
+
+    #[test]
+    fn queued_free_lock_waits() {
+        let r = Resv::default();
+        assert!(r.grant(&lock("a", 1), 0, true, 1).is_none());
+    }
+
+    #[test]
+    fn check_tokens() {
+        let mut r = Resv::default();
+        run(&mut r, r.grant(&lock("a", 100), 0, false, 5).unwrap().0);
+        assert_eq!(r.check(b"a", 5, 10), Ok(()));
+        assert_eq!(r.check(b"a", 4, 10), Err(Refusal::Stale { current: 5 }));
+        assert!(matches!(r.check(b"b", 5, 10), Err(Refusal::LostTo(_))));
+    }
+
+    #[test]
+    fn rebuild_reproduces_state() {
+        let mut r = Resv::default();
+        run(&mut r, r.grant(&lock("a\0b", 100), 0, false, 5).unwrap().0);
+        let mut copy = Resv::default();
+        run(&mut copy, r.rebuild());
+        assert_eq!(copy, r);
+    }
+
+    #[test]
+    fn apply_rejects_nonsense() {
+        let mut r = Resv::default();
+        assert!(r.apply(&ResvEffect::Release).is_err());
+        assert!(r.apply(&ResvEffect::Renew { deadline: 1 }).is_err());
+        assert!(r.is_empty());
+    }
+}
