@@ -223,7 +223,8 @@ mod tests {
         run(&mut r, e);
         assert_eq!(r.next_deadline(), Some(1550));
         assert_eq!(r.release(b"b", 1100), Err(Refusal::LostTo(b"a"[..].into())));
-        run(&mut r, vec![r.release(b"a", 1100).unwrap()]);
+        let e = vec![r.release(b"a", 1100).unwrap()];
+        run(&mut r, e);
         assert!(r.is_empty());
         assert_eq!(r.release(b"a", 1100), Err(Refusal::Free));
     }
@@ -231,7 +232,8 @@ mod tests {
     #[test]
     fn lapse_at_deadline_exactly() {
         let mut r = Resv::default();
-        run(&mut r, r.grant(&lock("a", 100), 0, false, 1).unwrap().0);
+        let e = r.grant(&lock("a", 100), 0, false, 1).unwrap().0;
+        run(&mut r, e);
         let mut out = vec![];
         r.lapse(99, &mut out);
         assert!(out.is_empty());
@@ -251,7 +253,8 @@ mod tests {
     #[test]
     fn check_tokens() {
         let mut r = Resv::default();
-        run(&mut r, r.grant(&lock("a", 100), 0, false, 5).unwrap().0);
+        let e = r.grant(&lock("a", 100), 0, false, 5).unwrap().0;
+        run(&mut r, e);
         assert_eq!(r.check(b"a", 5, 10), Ok(()));
         assert_eq!(r.check(b"a", 4, 10), Err(Refusal::Stale { current: 5 }));
         assert!(matches!(r.check(b"b", 5, 10), Err(Refusal::LostTo(_))));
@@ -260,7 +263,8 @@ mod tests {
     #[test]
     fn rebuild_reproduces_state() {
         let mut r = Resv::default();
-        run(&mut r, r.grant(&lock("a\0b", 100), 0, false, 5).unwrap().0);
+        let e = r.grant(&lock("a\0b", 100), 0, false, 5).unwrap().0;
+        run(&mut r, e);
         let mut copy = Resv::default();
         run(&mut copy, r.rebuild());
         assert_eq!(copy, r);
