@@ -1,0 +1,451 @@
+//! RESV.* against a real redis-server with corral loaded.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{wait_until, Server, ServerOptions};
+use redis::{Connection, Value};
+
+fn lock(c: &mut Connection, key: &str, holder: &str, ms: u64) -> Option<i64> {
+    redis::cmd("RESV.LOCK").arg(key).arg(holder).arg(ms).query(c).unwrap()
+}
+
+fn lock_block(c: &mut Connection, key: &str, holder: &str, ms: u64, block: u64) -> Option<i64> {
+    redis::cmd("RESV.LOCK")
+        .arg(key)
+        .arg(holder)
+        .arg(ms)
+        .arg("BLOCK")
+        .arg(block)
+        .query(c)
+        .unwrap()
+}
+
+/// Runs a command and returns its error text ("CODE detail"), failing if it succeeded.
+fn error_of(c: &mut Connection, args: &[&[u8]]) -> String {
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    match cmd.query::<Value>(c) {
+        Ok(v) => panic!("{:?} succeeded with {v:?}", String::from_utf8_lossy(&args.concat())),
+        Err(e) => format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or("")),
+    }
+}
+
+fn int(c: &mut Connection, args: &[&str]) -> i64 {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c).unwrap()
+}
+
+/// RESV.INFO as (holder, ttl, token, waiters), None when free.
+fn info(c: &mut Connection, key: &str) -> Option<(String, i64, i64, i64)> {
+    let v: Value = redis::cmd("RESV.INFO").arg(key).query(c).unwrap();
+    let fields: Vec<Value> = match v {
+        Value::Nil => return None,
+        Value::Array(a) => a,
+        Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        other => panic!("unexpected INFO reply {other:?}"),
+    };
+    let get = |name: &str| {
+        let i = fields
+            .iter()
+            .position(|f| matches!(f, Value::BulkString(b) if b == name.as_bytes()))
+            .unwrap_or_else(|| panic!("no {name} in {fields:?}"));
+        fields[i + 1].clone()
+    };
+    let holder = match get("holder") {
+        Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        v => panic!("{v:?}"),
+    };
+    let n = |v: Value| match v {
+        Value::Int(i) => i,
+        v => panic!("{v:?}"),
+    };
+    Some((holder, n(get("ttl")), n(get("token")), n(get("waiters"))))
+}
+
+fn waiters(c: &mut Connection, key: &str) -> i64 {
+    info(c, key).map_or(0, |i| i.3)
+}
+
+#[test]
+fn lock_renew_release_and_notheld() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let t = lock(&mut c, "k", "a", 10_000).expect("granted");
+    assert!(t > 0);
+    assert_eq!(lock(&mut c, "k", "b", 10_000), None, "held by a");
+    assert_eq!(error_of(&mut c, &[b"RESV.RENEW", b"k", b"b", b"1000"]), "NOTHELD lost to a");
+    assert_eq!(error_of(&mut c, &[b"RESV.RELEASE", b"k", b"b"]), "NOTHELD lost to a");
+    assert_eq!(int(&mut c, &["RESV.RENEW", "k", "a", "20000"]), 1);
+    let ttl = info(&mut c, "k").unwrap().1;
+    assert!(ttl > 19_000 && ttl <= 20_000, "renew extended: {ttl}");
+    assert_eq!(int(&mut c, &["RESV.RELEASE", "k", "a"]), 1);
+    assert_eq!(info(&mut c, "k"), None);
+    assert_eq!(int(&mut c, &["EXISTS", "k"]), 0, "a free reservation leaves no key");
+    assert!(error_of(&mut c, &[b"RESV.RELEASE", b"k", b"a"]).starts_with("NOTHELD"));
+    assert!(error_of(&mut c, &[b"RESV.RENEW", b"k", b"a", b"10"]).starts_with("NOTHELD"));
+}
+
+#[test]
+fn relock_by_same_holder_extends_with_same_token() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let t = lock(&mut c, "k", "a", 1_000).unwrap();
+    assert_eq!(lock(&mut c, "k", "a", 60_000), Some(t));
+    let pttl = int(&mut c, &["PTTL", "k"]);
+    assert!(pttl > 59_000, "extended: {pttl}");
+}
+
+#[test]
+fn notheld_after_expiry() {
+    let s = Server::start();
+    let mut c = s.conn();
+    lock(&mut c, "k", "a", 100).unwrap();
+    thread::sleep(Duration::from_millis(400));
+    assert_eq!(error_of(&mut c, &[b"RESV.RENEW", b"k", b"a", b"1000"]), "NOTHELD expired");
+    assert!(error_of(&mut c, &[b"RESV.CHECK", b"k", b"a", b"1"]).starts_with("NOTHELD"));
+}
+
+#[test]
+fn check_with_stale_token() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let t1 = lock(&mut c, "k", "a", 10_000).unwrap();
+    int(&mut c, &["RESV.RELEASE", "k", "a"]);
+    let t2 = lock(&mut c, "k", "a", 10_000).unwrap();
+    assert!(t2 > t1);
+    assert_eq!(int(&mut c, &["RESV.CHECK", "k", "a", &t2.to_string()]), 1);
+    let e = error_of(&mut c, &[b"RESV.CHECK", b"k", b"a", t1.to_string().as_bytes()]);
+    assert!(e.starts_with("STALE"), "{e}");
+    let e = error_of(&mut c, &[b"RESV.CHECK", b"k", b"b", t2.to_string().as_bytes()]);
+    assert!(e.starts_with("NOTHELD"), "{e}");
+}
+
+#[test]
+fn pttl_equals_remaining_lease() {
+    let s = Server::start();
+    let mut c = s.conn();
+    lock(&mut c, "k", "a", 30_000).unwrap();
+    let pttl = int(&mut c, &["PTTL", "k"]);
+    let ttl = info(&mut c, "k").unwrap().1;
+    assert!((29_000..=30_000).contains(&pttl), "{pttl}");
+    assert!((pttl - ttl).abs() <= 50, "PTTL {pttl} vs lease ttl {ttl}");
+}
+
+#[test]
+fn three_waiters_served_fifo_on_release() {
+    let s = Server::start();
+    let mut c = s.conn();
+    lock(&mut c, "k", "owner", 60_000).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for i in 1..=3 {
+        let mut wc = s.conn();
+        let order = order.clone();
+        threads.push(thread::spawn(move || {
+            let holder = format!("w{i}");
+            let t = lock_block(&mut wc, "k", &holder, 60_000, 30_000).expect("granted");
+            order.lock().unwrap().push((i, t));
+            thread::sleep(Duration::from_millis(30));
+            let r: i64 = redis::cmd("RESV.RELEASE").arg("k").arg(&holder).query(&mut wc).unwrap();
+            assert_eq!(r, 1);
+        }));
+        // Queue them in a known order.
+        wait_until(Duration::from_secs(10), "waiter queued", || waiters(&mut c, "k") == i);
+    }
+    assert_eq!(int(&mut c, &["RESV.RELEASE", "k", "owner"]), 1);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(order.windows(2).all(|w| w[0].1 < w[1].1), "tokens increase: {order:?}");
+}
+
+#[test]
+fn waiter_granted_when_lease_lapses_without_other_commands() {
+    let s = Server::start();
+    let mut c = s.conn();
+    lock(&mut c, "k", "a", 300).unwrap();
+    let start = Instant::now();
+    let t = lock_block(&mut c, "k", "b", 10_000, 10_000);
+    let waited = start.elapsed();
+    assert!(t.is_some(), "granted on lapse");
+    assert!(waited >= Duration::from_millis(200), "not before the deadline: {waited:?}");
+    assert!(waited < Duration::from_secs(5), "promptly after it: {waited:?}");
+    assert_eq!(info(&mut c, "k").unwrap().0, "b");
+    let lapses: u64 = s.info_field("corral", "corral_resv_lapses").unwrap().parse().unwrap();
+    assert!(lapses >= 1);
+}
+
+#[test]
+fn block_timeout_answers_nil() {
+    let s = Server::start();
+    let mut c = s.conn();
+    lock(&mut c, "k", "a", 60_000).unwrap();
+    let start = Instant::now();
+    assert_eq!(lock_block(&mut c, "k", "b", 1000, 200), None);
+    assert!(start.elapsed() >= Duration::from_millis(190));
+    assert_eq!(waiters(&mut c, "k"), 0, "timed-out waiter left the queue");
+    let timeouts: u64 = s.info_field("corral", "corral_resv_timeouts").unwrap().parse().unwrap();
+    assert_eq!(timeouts, 1);
+}
+
+#[test]
+fn disconnected_waiter_is_skipped() {
+    let s = Server::start();
+    let mut c = s.conn();
+    lock(&mut c, "k", "a", 60_000).unwrap();
+    // A raw client that blocks and then goes away.
+    let mut raw = TcpStream::connect(("127.0.0.1", s.port())).unwrap();
+    raw.write_all(b"*6\r\n$9\r\nRESV.LOCK\r\n$1\r\nk\r\n$4\r\ngone\r\n$4\r\n1000\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n")
+        .unwrap();
+    wait_until(Duration::from_secs(10), "raw client queued", || waiters(&mut c, "k") == 1);
+    drop(raw);
+    wait_until(Duration::from_secs(10), "disconnected waiter removed", || waiters(&mut c, "k") == 0);
+    // The next waiter is the one served.
+    let s2 = s.conn();
+    let h = thread::spawn(move || {
+        let mut s2 = s2;
+        lock_block(&mut s2, "k", "next", 60_000, 20_000)
+    });
+    wait_until(Duration::from_secs(10), "next queued", || waiters(&mut c, "k") == 1);
+    int(&mut c, &["RESV.RELEASE", "k", "a"]);
+    assert!(h.join().unwrap().is_some());
+    assert_eq!(info(&mut c, "k").unwrap().0, "next");
+}
+
+#[test]
+fn block_inside_multi_answers_at_once() {
+    let s = Server::start();
+    let mut c = s.conn();
+    lock(&mut c, "k", "a", 60_000).unwrap();
+    let start = Instant::now();
+    let (r,): (Option<i64>,) = redis::pipe()
+        .atomic()
+        .cmd("RESV.LOCK")
+        .arg("k")
+        .arg("b")
+        .arg(1000)
+        .arg("BLOCK")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, None);
+    assert!(start.elapsed() < Duration::from_secs(2));
+    // And inside a script.
+    let r: Option<i64> = redis::cmd("EVAL")
+        .arg("return redis.call('RESV.LOCK', KEYS[1], 'b', 1000, 'BLOCK', 0)")
+        .arg(1)
+        .arg("k")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, None);
+}
+
+#[test]
+fn tokens_increase_across_release_lapse_expiry_reload_and_aof_restart() {
+    let mut s = Server::start_with(ServerOptions::new().config("appendonly", "yes"));
+    let mut c = s.conn();
+    let mut tokens = Vec::new();
+    // Release and re-lock.
+    tokens.push(lock(&mut c, "k", "a", 60_000).unwrap());
+    int(&mut c, &["RESV.RELEASE", "k", "a"]);
+    tokens.push(lock(&mut c, "k", "a", 100).unwrap());
+    // Lapse (the key expires and is created again).
+    thread::sleep(Duration::from_millis(300));
+    tokens.push(lock(&mut c, "k", "b", 60_000).unwrap());
+    // DEBUG RELOAD keeps holder and token; the next grant is larger.
+    let _: () = redis::cmd("DEBUG").arg("RELOAD").query(&mut c).unwrap();
+    let (holder, _, token, _) = info(&mut c, "k").unwrap();
+    assert_eq!((holder.as_str(), token), ("b", *tokens.last().unwrap()));
+    int(&mut c, &["RESV.RELEASE", "k", "b"]);
+    tokens.push(lock(&mut c, "k", "c", 60_000).unwrap());
+    // AOF rewrite, then restart from the AOF.
+    let _: () = redis::cmd("BGREWRITEAOF").query(&mut c).unwrap();
+    wait_until(Duration::from_secs(20), "AOF rewrite done", || {
+        s.info_field("persistence", "aof_rewrite_in_progress").as_deref() == Some("0")
+            && s.info_field("persistence", "aof_rewrite_scheduled").as_deref() == Some("0")
+    });
+    let before = info(&mut c, "k").unwrap();
+    drop(c);
+    s.restart();
+    let mut c = s.conn();
+    let after = info(&mut c, "k").unwrap();
+    assert_eq!((&after.0, after.2), (&before.0, before.2), "holder and token survive");
+    assert!((after.1 - before.1).abs() < 5_000, "deadline survives: {before:?} {after:?}");
+    int(&mut c, &["RESV.RELEASE", "k", "c"]);
+    tokens.push(lock(&mut c, "k", "d", 60_000).unwrap());
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+}
+
+fn digest(c: &mut Connection, key: &str) -> String {
+    let v: Vec<String> = redis::cmd("DEBUG").arg("DIGEST-VALUE").arg(key).query(c).unwrap();
+    v.concat()
+}
+
+#[test]
+fn replica_matches_primary_and_never_acts_alone() {
+    let primary = Server::start();
+    let replica = Server::replica_of(&primary);
+    let mut p = primary.conn();
+    let mut r = replica.conn();
+
+    // Lock, renew, hand-off to a waiter, lapse.
+    lock(&mut p, "k", "a", 60_000).unwrap();
+    int(&mut p, &["RESV.RENEW", "k", "a", "50000"]);
+    let wp = primary.conn();
+    let waiter = thread::spawn(move || {
+        let mut wp = wp;
+        lock_block(&mut wp, "k", "b", 400, 20_000)
+    });
+    wait_until(Duration::from_secs(10), "waiter queued", || waiters(&mut p, "k") == 1);
+    int(&mut p, &["RESV.RELEASE", "k", "a"]);
+    assert!(waiter.join().unwrap().is_some());
+    primary.sync_replica(&replica);
+    assert_eq!(digest(&mut p, "k"), digest(&mut r, "k"));
+    assert_eq!(info(&mut r, "k").unwrap().0, "b");
+    // b's 400 ms lease lapses on the primary; the replica follows.
+    wait_until(Duration::from_secs(10), "lapse on primary", || int(&mut p, &["EXISTS", "k"]) == 0);
+    primary.sync_replica(&replica);
+    assert_eq!(int(&mut r, &["DBSIZE"]), 0);
+
+    // With the primary stopped, the replica neither expires nor grants by itself.
+    lock(&mut p, "k2", "a", 300).unwrap();
+    primary.sync_replica(&replica);
+    let pid = primary.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    thread::sleep(Duration::from_millis(800));
+    let replica_lapses = replica.info_field("corral", "corral_resv_lapses");
+    assert_eq!(int(&mut r, &["DBSIZE"]), 1, "replica keeps the key until the primary says");
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    wait_until(Duration::from_secs(10), "primary lapses after resuming", || {
+        int(&mut p, &["EXISTS", "k2"]) == 0
+    });
+    primary.sync_replica(&replica);
+    assert_eq!(int(&mut r, &["DBSIZE"]), 0);
+    assert_eq!(replica_lapses, replica.info_field("corral", "corral_resv_lapses"));
+}
+
+#[test]
+fn malformed_input_gets_errors_and_server_lives() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let huge = vec![b'x'; 1 << 20];
+    let bad: Vec<Vec<&[u8]>> = vec![
+        vec![b"RESV.LOCK"],
+        vec![b"RESV.LOCK", b"k"],
+        vec![b"RESV.LOCK", b"k", b"a"],
+        vec![b"RESV.LOCK", b"k", b"a", b"abc"],
+        vec![b"RESV.LOCK", b"k", b"a", b"-1"],
+        vec![b"RESV.LOCK", b"k", b"a", b"0"],
+        vec![b"RESV.LOCK", b"k", b"a", b"1.5"],
+        vec![b"RESV.LOCK", b"k", b"a", b"18446744073709551616"],
+        vec![b"RESV.LOCK", b"k", b"a", b"99999999999999999999999999"],
+        vec![b"RESV.LOCK", b"k", b"a", b"1099511627777"],
+        vec![b"RESV.LOCK", b"k", b"", b"100"],
+        vec![b"RESV.LOCK", b"k", b"a", b"100", b"BLOCK"],
+        vec![b"RESV.LOCK", b"k", b"a", b"100", b"BLOCK", b"-1"],
+        vec![b"RESV.LOCK", b"k", b"a", b"100", b"BLOCK", b"1", b"BLOCK", b"2"],
+        vec![b"RESV.LOCK", b"k", b"a", b"100", b"NOPE", b"1"],
+        vec![b"RESV.LOCK", b"k", b"a", b"100", &huge],
+        vec![b"RESV.LOCK", b"k", b"a", &huge],
+        vec![b"RESV.RENEW", b"k", b"a"],
+        vec![b"RESV.RENEW", b"k", b"a", b"x"],
+        vec![b"RESV.RENEW", b"k", b"a", b"10", b"extra"],
+        vec![b"RESV.RELEASE", b"k"],
+        vec![b"RESV.RELEASE", b"k", b"a", b"extra"],
+        vec![b"RESV.CHECK", b"k", b"a"],
+        vec![b"RESV.CHECK", b"k", b"a", b"-5"],
+        vec![b"RESV.CHECK", b"k", b"a", b"\x00"],
+        vec![b"RESV.INFO"],
+        vec![b"RESV.INFO", b"k", b"extra"],
+    ];
+    for args in &bad {
+        let e = error_of(&mut c, args);
+        assert!(e.starts_with("ERR") || e.starts_with("NOTHELD"), "{e}");
+    }
+    // Wrong key type for every command.
+    let _: () = redis::cmd("SET").arg("str").arg("v").query(&mut c).unwrap();
+    for args in [
+        vec![&b"RESV.LOCK"[..], b"str", b"a", b"100"],
+        vec![b"RESV.RENEW", b"str", b"a", b"100"],
+        vec![b"RESV.RELEASE", b"str", b"a"],
+        vec![b"RESV.CHECK", b"str", b"a", b"1"],
+        vec![b"RESV.INFO", b"str"],
+    ] {
+        assert!(error_of(&mut c, &args).starts_with("WRONGTYPE"));
+    }
+    // Binary and huge holders are legal holders.
+    let bin: &[u8] = b"\x00\xff\r\n holder";
+    let t: Option<i64> = redis::cmd("RESV.LOCK").arg("b").arg(bin).arg(1000).query(&mut c).unwrap();
+    assert!(t.is_some());
+    let e = error_of(&mut c, &[b"RESV.RELEASE", b"b", b"other"]);
+    assert!(e.starts_with("NOTHELD lost to \\x00\\xff\\x0d\\x0a holder"), "{e}");
+    let t: Option<i64> = redis::cmd("RESV.LOCK").arg("h").arg(&huge).arg(1000).query(&mut c).unwrap();
+    assert!(t.is_some());
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    assert_eq!(s.info_field("corral", "corral_contained_panics").as_deref(), Some("0"));
+}
+
+#[test]
+fn command_info_and_getkeys() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for (name, arity) in [
+        ("resv.lock", -4),
+        ("resv.renew", 4),
+        ("resv.release", 3),
+        ("resv.check", 4),
+        ("resv.info", 2),
+    ] {
+        let v: Vec<Value> = redis::cmd("COMMAND").arg("INFO").arg(name).query(&mut c).unwrap();
+        let Value::Array(row) = &v[0] else { panic!("{v:?}") };
+        assert_eq!(row[1], Value::Int(arity), "{name} arity");
+        assert_eq!((&row[3], &row[4], &row[5]), (&Value::Int(1), &Value::Int(1), &Value::Int(1)));
+        let docs: Value = redis::cmd("COMMAND").arg("DOCS").arg(name).query(&mut c).unwrap();
+        assert!(format!("{docs:?}").contains("summary"), "{name} has docs");
+    }
+    let keys: Vec<String> = redis::cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("RESV.LOCK")
+        .arg("mykey")
+        .arg("a")
+        .arg(100)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(keys, vec!["mykey"]);
+}
+
+#[test]
+fn keyspace_notifications_for_grant_release_lapse() {
+    let s = Server::start_with(ServerOptions::new().config("notify-keyspace-events", "Ed"));
+    let mut sub = s.conn();
+    let mut c = s.conn();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.psubscribe("__keyevent@0__:resv.*").unwrap();
+    pubsub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    lock(&mut c, "k", "a", 60_000).unwrap();
+    int(&mut c, &["RESV.RELEASE", "k", "a"]);
+    lock(&mut c, "k", "a", 100).unwrap();
+    let mut events = Vec::new();
+    while events.len() < 4 {
+        let msg = pubsub.get_message().expect("notification within 5 s");
+        let payload: String = msg.get_payload().unwrap();
+        events.push((msg.get_channel_name().to_string(), payload));
+    }
+    let names: Vec<&str> = events.iter().map(|(ch, _)| ch.rsplit(':').next().unwrap()).collect();
+    assert_eq!(names, vec!["resv.grant", "resv.release", "resv.grant", "resv.lapse"]);
+    assert!(events.iter().all(|(_, key)| key == "k"));
+}
