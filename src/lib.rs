@@ -10,11 +10,12 @@ use engine::{Ctx, Primitive};
 use redis_module::{Context, RedisString, Status};
 
 /// Registers every family's data type and commands, then the engine's own hooks.
+#[cfg_attr(test, allow(dead_code))]
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // SAFETY: the context Redis passed to RedisModule_OnLoad.
     let ctx = unsafe { Ctx::from_raw(ctx.ctx) };
-    let result = engine::init(ctx)
-        .and_then(|_| family::<resv::Resv>(ctx, resv::commands::COMMANDS));
+    let result =
+        engine::init(ctx).and_then(|_| family::<resv::Resv>(ctx, resv::commands::COMMANDS));
     match result {
         Ok(()) => Status::Ok,
         Err(e) => {
@@ -24,6 +25,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     }
 }
 
+#[cfg_attr(test, allow(dead_code))]
 fn family<F: Primitive>(ctx: Ctx, commands: &[engine::CommandDef]) -> Result<(), String> {
     engine::register_family::<F>(ctx)?;
     engine::command::register(ctx, commands)

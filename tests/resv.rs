@@ -12,7 +12,12 @@ use common::{wait_until, Server, ServerOptions};
 use redis::{Connection, Value};
 
 fn lock(c: &mut Connection, key: &str, holder: &str, ms: u64) -> Option<i64> {
-    redis::cmd("RESV.LOCK").arg(key).arg(holder).arg(ms).query(c).unwrap()
+    redis::cmd("RESV.LOCK")
+        .arg(key)
+        .arg(holder)
+        .arg(ms)
+        .query(c)
+        .unwrap()
 }
 
 fn lock_block(c: &mut Connection, key: &str, holder: &str, ms: u64, block: u64) -> Option<i64> {
@@ -33,7 +38,10 @@ fn error_of(c: &mut Connection, args: &[&[u8]]) -> String {
         cmd.arg(*a);
     }
     match cmd.query::<Value>(c) {
-        Ok(v) => panic!("{:?} succeeded with {v:?}", String::from_utf8_lossy(&args.concat())),
+        Ok(v) => panic!(
+            "{:?} succeeded with {v:?}",
+            String::from_utf8_lossy(&args.concat())
+        ),
         Err(e) => format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or("")),
     }
 }
@@ -84,14 +92,24 @@ fn lock_renew_release_and_notheld() {
     let t = lock(&mut c, "k", "a", 10_000).expect("granted");
     assert!(t > 0);
     assert_eq!(lock(&mut c, "k", "b", 10_000), None, "held by a");
-    assert_eq!(error_of(&mut c, &[b"RESV.RENEW", b"k", b"b", b"1000"]), "NOTHELD lost to a");
-    assert_eq!(error_of(&mut c, &[b"RESV.RELEASE", b"k", b"b"]), "NOTHELD lost to a");
+    assert_eq!(
+        error_of(&mut c, &[b"RESV.RENEW", b"k", b"b", b"1000"]),
+        "NOTHELD lost to a"
+    );
+    assert_eq!(
+        error_of(&mut c, &[b"RESV.RELEASE", b"k", b"b"]),
+        "NOTHELD lost to a"
+    );
     assert_eq!(int(&mut c, &["RESV.RENEW", "k", "a", "20000"]), 1);
     let ttl = info(&mut c, "k").unwrap().1;
     assert!(ttl > 19_000 && ttl <= 20_000, "renew extended: {ttl}");
     assert_eq!(int(&mut c, &["RESV.RELEASE", "k", "a"]), 1);
     assert_eq!(info(&mut c, "k"), None);
-    assert_eq!(int(&mut c, &["EXISTS", "k"]), 0, "a free reservation leaves no key");
+    assert_eq!(
+        int(&mut c, &["EXISTS", "k"]),
+        0,
+        "a free reservation leaves no key"
+    );
     assert!(error_of(&mut c, &[b"RESV.RELEASE", b"k", b"a"]).starts_with("NOTHELD"));
     assert!(error_of(&mut c, &[b"RESV.RENEW", b"k", b"a", b"10"]).starts_with("NOTHELD"));
 }
@@ -112,7 +130,10 @@ fn notheld_after_expiry() {
     let mut c = s.conn();
     lock(&mut c, "k", "a", 100).unwrap();
     thread::sleep(Duration::from_millis(400));
-    assert_eq!(error_of(&mut c, &[b"RESV.RENEW", b"k", b"a", b"1000"]), "NOTHELD expired");
+    assert_eq!(
+        error_of(&mut c, &[b"RESV.RENEW", b"k", b"a", b"1000"]),
+        "NOTHELD expired"
+    );
     assert!(error_of(&mut c, &[b"RESV.CHECK", b"k", b"a", b"1"]).starts_with("NOTHELD"));
 }
 
@@ -125,9 +146,15 @@ fn check_with_stale_token() {
     let t2 = lock(&mut c, "k", "a", 10_000).unwrap();
     assert!(t2 > t1);
     assert_eq!(int(&mut c, &["RESV.CHECK", "k", "a", &t2.to_string()]), 1);
-    let e = error_of(&mut c, &[b"RESV.CHECK", b"k", b"a", t1.to_string().as_bytes()]);
+    let e = error_of(
+        &mut c,
+        &[b"RESV.CHECK", b"k", b"a", t1.to_string().as_bytes()],
+    );
     assert!(e.starts_with("STALE"), "{e}");
-    let e = error_of(&mut c, &[b"RESV.CHECK", b"k", b"b", t2.to_string().as_bytes()]);
+    let e = error_of(
+        &mut c,
+        &[b"RESV.CHECK", b"k", b"b", t2.to_string().as_bytes()],
+    );
     assert!(e.starts_with("NOTHELD"), "{e}");
 }
 
@@ -157,19 +184,31 @@ fn three_waiters_served_fifo_on_release() {
             let t = lock_block(&mut wc, "k", &holder, 60_000, 30_000).expect("granted");
             order.lock().unwrap().push((i, t));
             thread::sleep(Duration::from_millis(30));
-            let r: i64 = redis::cmd("RESV.RELEASE").arg("k").arg(&holder).query(&mut wc).unwrap();
+            let r: i64 = redis::cmd("RESV.RELEASE")
+                .arg("k")
+                .arg(&holder)
+                .query(&mut wc)
+                .unwrap();
             assert_eq!(r, 1);
         }));
         // Queue them in a known order.
-        wait_until(Duration::from_secs(10), "waiter queued", || waiters(&mut c, "k") == i);
+        wait_until(Duration::from_secs(10), "waiter queued", || {
+            waiters(&mut c, "k") == i
+        });
     }
     assert_eq!(int(&mut c, &["RESV.RELEASE", "k", "owner"]), 1);
     for t in threads {
         t.join().unwrap();
     }
     let order = order.lock().unwrap().clone();
-    assert_eq!(order.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert!(order.windows(2).all(|w| w[0].1 < w[1].1), "tokens increase: {order:?}");
+    assert_eq!(
+        order.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(
+        order.windows(2).all(|w| w[0].1 < w[1].1),
+        "tokens increase: {order:?}"
+    );
 }
 
 #[test]
@@ -181,10 +220,20 @@ fn waiter_granted_when_lease_lapses_without_other_commands() {
     let t = lock_block(&mut c, "k", "b", 10_000, 10_000);
     let waited = start.elapsed();
     assert!(t.is_some(), "granted on lapse");
-    assert!(waited >= Duration::from_millis(200), "not before the deadline: {waited:?}");
-    assert!(waited < Duration::from_secs(5), "promptly after it: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(200),
+        "not before the deadline: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "promptly after it: {waited:?}"
+    );
     assert_eq!(info(&mut c, "k").unwrap().0, "b");
-    let lapses: u64 = s.info_field("corral", "corral_resv_lapses").unwrap().parse().unwrap();
+    let lapses: u64 = s
+        .info_field("corral", "corral_resv_lapses")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(lapses >= 1);
 }
 
@@ -197,7 +246,11 @@ fn block_timeout_answers_nil() {
     assert_eq!(lock_block(&mut c, "k", "b", 1000, 200), None);
     assert!(start.elapsed() >= Duration::from_millis(190));
     assert_eq!(waiters(&mut c, "k"), 0, "timed-out waiter left the queue");
-    let timeouts: u64 = s.info_field("corral", "corral_resv_timeouts").unwrap().parse().unwrap();
+    let timeouts: u64 = s
+        .info_field("corral", "corral_resv_timeouts")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(timeouts, 1);
 }
 
@@ -210,16 +263,24 @@ fn disconnected_waiter_is_skipped() {
     let mut raw = TcpStream::connect(("127.0.0.1", s.port())).unwrap();
     raw.write_all(b"*6\r\n$9\r\nRESV.LOCK\r\n$1\r\nk\r\n$4\r\ngone\r\n$4\r\n1000\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n")
         .unwrap();
-    wait_until(Duration::from_secs(10), "raw client queued", || waiters(&mut c, "k") == 1);
+    wait_until(Duration::from_secs(10), "raw client queued", || {
+        waiters(&mut c, "k") == 1
+    });
     drop(raw);
-    wait_until(Duration::from_secs(10), "disconnected waiter removed", || waiters(&mut c, "k") == 0);
+    wait_until(
+        Duration::from_secs(10),
+        "disconnected waiter removed",
+        || waiters(&mut c, "k") == 0,
+    );
     // The next waiter is the one served.
     let s2 = s.conn();
     let h = thread::spawn(move || {
         let mut s2 = s2;
         lock_block(&mut s2, "k", "next", 60_000, 20_000)
     });
-    wait_until(Duration::from_secs(10), "next queued", || waiters(&mut c, "k") == 1);
+    wait_until(Duration::from_secs(10), "next queued", || {
+        waiters(&mut c, "k") == 1
+    });
     int(&mut c, &["RESV.RELEASE", "k", "a"]);
     assert!(h.join().unwrap().is_some());
     assert_eq!(info(&mut c, "k").unwrap().0, "next");
@@ -274,23 +335,38 @@ fn tokens_increase_across_release_lapse_expiry_reload_and_aof_restart() {
     // AOF rewrite, then restart from the AOF.
     let _: () = redis::cmd("BGREWRITEAOF").query(&mut c).unwrap();
     wait_until(Duration::from_secs(20), "AOF rewrite done", || {
-        s.info_field("persistence", "aof_rewrite_in_progress").as_deref() == Some("0")
-            && s.info_field("persistence", "aof_rewrite_scheduled").as_deref() == Some("0")
+        s.info_field("persistence", "aof_rewrite_in_progress")
+            .as_deref()
+            == Some("0")
+            && s.info_field("persistence", "aof_rewrite_scheduled")
+                .as_deref()
+                == Some("0")
     });
     let before = info(&mut c, "k").unwrap();
     drop(c);
     s.restart();
     let mut c = s.conn();
     let after = info(&mut c, "k").unwrap();
-    assert_eq!((&after.0, after.2), (&before.0, before.2), "holder and token survive");
-    assert!((after.1 - before.1).abs() < 5_000, "deadline survives: {before:?} {after:?}");
+    assert_eq!(
+        (&after.0, after.2),
+        (&before.0, before.2),
+        "holder and token survive"
+    );
+    assert!(
+        (after.1 - before.1).abs() < 5_000,
+        "deadline survives: {before:?} {after:?}"
+    );
     int(&mut c, &["RESV.RELEASE", "k", "c"]);
     tokens.push(lock(&mut c, "k", "d", 60_000).unwrap());
     assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
 }
 
 fn digest(c: &mut Connection, key: &str) -> String {
-    let v: Vec<String> = redis::cmd("DEBUG").arg("DIGEST-VALUE").arg(key).query(c).unwrap();
+    let v: Vec<String> = redis::cmd("DEBUG")
+        .arg("DIGEST-VALUE")
+        .arg(key)
+        .query(c)
+        .unwrap();
     v.concat()
 }
 
@@ -309,14 +385,18 @@ fn replica_matches_primary_and_never_acts_alone() {
         let mut wp = wp;
         lock_block(&mut wp, "k", "b", 400, 20_000)
     });
-    wait_until(Duration::from_secs(10), "waiter queued", || waiters(&mut p, "k") == 1);
+    wait_until(Duration::from_secs(10), "waiter queued", || {
+        waiters(&mut p, "k") == 1
+    });
     int(&mut p, &["RESV.RELEASE", "k", "a"]);
     assert!(waiter.join().unwrap().is_some());
     primary.sync_replica(&replica);
     assert_eq!(digest(&mut p, "k"), digest(&mut r, "k"));
     assert_eq!(info(&mut r, "k").unwrap().0, "b");
     // b's 400 ms lease lapses on the primary; the replica follows.
-    wait_until(Duration::from_secs(10), "lapse on primary", || int(&mut p, &["EXISTS", "k"]) == 0);
+    wait_until(Duration::from_secs(10), "lapse on primary", || {
+        int(&mut p, &["EXISTS", "k"]) == 0
+    });
     primary.sync_replica(&replica);
     assert_eq!(int(&mut r, &["DBSIZE"]), 0);
 
@@ -324,17 +404,34 @@ fn replica_matches_primary_and_never_acts_alone() {
     lock(&mut p, "k2", "a", 300).unwrap();
     primary.sync_replica(&replica);
     let pid = primary.pid().to_string();
-    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
     thread::sleep(Duration::from_millis(800));
     let replica_lapses = replica.info_field("corral", "corral_resv_lapses");
-    assert_eq!(int(&mut r, &["DBSIZE"]), 1, "replica keeps the key until the primary says");
-    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
-    wait_until(Duration::from_secs(10), "primary lapses after resuming", || {
-        int(&mut p, &["EXISTS", "k2"]) == 0
-    });
+    assert_eq!(
+        int(&mut r, &["DBSIZE"]),
+        1,
+        "replica keeps the key until the primary says"
+    );
+    assert!(std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(
+        Duration::from_secs(10),
+        "primary lapses after resuming",
+        || int(&mut p, &["EXISTS", "k2"]) == 0,
+    );
     primary.sync_replica(&replica);
     assert_eq!(int(&mut r, &["DBSIZE"]), 0);
-    assert_eq!(replica_lapses, replica.info_field("corral", "corral_resv_lapses"));
+    assert_eq!(
+        replica_lapses,
+        replica.info_field("corral", "corral_resv_lapses")
+    );
 }
 
 #[test]
@@ -356,7 +453,16 @@ fn malformed_input_gets_errors_and_server_lives() {
         vec![b"RESV.LOCK", b"k", b"", b"100"],
         vec![b"RESV.LOCK", b"k", b"a", b"100", b"BLOCK"],
         vec![b"RESV.LOCK", b"k", b"a", b"100", b"BLOCK", b"-1"],
-        vec![b"RESV.LOCK", b"k", b"a", b"100", b"BLOCK", b"1", b"BLOCK", b"2"],
+        vec![
+            b"RESV.LOCK",
+            b"k",
+            b"a",
+            b"100",
+            b"BLOCK",
+            b"1",
+            b"BLOCK",
+            b"2",
+        ],
         vec![b"RESV.LOCK", b"k", b"a", b"100", b"NOPE", b"1"],
         vec![b"RESV.LOCK", b"k", b"a", b"100", &huge],
         vec![b"RESV.LOCK", b"k", b"a", &huge],
@@ -388,15 +494,31 @@ fn malformed_input_gets_errors_and_server_lives() {
     }
     // Binary and huge holders are legal holders.
     let bin: &[u8] = b"\x00\xff\r\n holder";
-    let t: Option<i64> = redis::cmd("RESV.LOCK").arg("b").arg(bin).arg(1000).query(&mut c).unwrap();
+    let t: Option<i64> = redis::cmd("RESV.LOCK")
+        .arg("b")
+        .arg(bin)
+        .arg(1000)
+        .query(&mut c)
+        .unwrap();
     assert!(t.is_some());
     let e = error_of(&mut c, &[b"RESV.RELEASE", b"b", b"other"]);
-    assert!(e.starts_with("NOTHELD lost to \\x00\\xff\\x0d\\x0a holder"), "{e}");
-    let t: Option<i64> = redis::cmd("RESV.LOCK").arg("h").arg(&huge).arg(1000).query(&mut c).unwrap();
+    assert!(
+        e.starts_with("NOTHELD lost to \\x00\\xff\\x0d\\x0a holder"),
+        "{e}"
+    );
+    let t: Option<i64> = redis::cmd("RESV.LOCK")
+        .arg("h")
+        .arg(&huge)
+        .arg(1000)
+        .query(&mut c)
+        .unwrap();
     assert!(t.is_some());
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
-    assert_eq!(s.info_field("corral", "corral_contained_panics").as_deref(), Some("0"));
+    assert_eq!(
+        s.info_field("corral", "corral_contained_panics").as_deref(),
+        Some("0")
+    );
 }
 
 #[test]
@@ -410,11 +532,24 @@ fn command_info_and_getkeys() {
         ("resv.check", 4),
         ("resv.info", 2),
     ] {
-        let v: Vec<Value> = redis::cmd("COMMAND").arg("INFO").arg(name).query(&mut c).unwrap();
-        let Value::Array(row) = &v[0] else { panic!("{v:?}") };
+        let v: Vec<Value> = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg(name)
+            .query(&mut c)
+            .unwrap();
+        let Value::Array(row) = &v[0] else {
+            panic!("{v:?}")
+        };
         assert_eq!(row[1], Value::Int(arity), "{name} arity");
-        assert_eq!((&row[3], &row[4], &row[5]), (&Value::Int(1), &Value::Int(1), &Value::Int(1)));
-        let docs: Value = redis::cmd("COMMAND").arg("DOCS").arg(name).query(&mut c).unwrap();
+        assert_eq!(
+            (&row[3], &row[4], &row[5]),
+            (&Value::Int(1), &Value::Int(1), &Value::Int(1))
+        );
+        let docs: Value = redis::cmd("COMMAND")
+            .arg("DOCS")
+            .arg(name)
+            .query(&mut c)
+            .unwrap();
         assert!(format!("{docs:?}").contains("summary"), "{name} has docs");
     }
     let keys: Vec<String> = redis::cmd("COMMAND")
@@ -435,7 +570,9 @@ fn keyspace_notifications_for_grant_release_lapse() {
     let mut c = s.conn();
     let mut pubsub = sub.as_pubsub();
     pubsub.psubscribe("__keyevent@0__:resv.*").unwrap();
-    pubsub.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     lock(&mut c, "k", "a", 60_000).unwrap();
     int(&mut c, &["RESV.RELEASE", "k", "a"]);
     lock(&mut c, "k", "a", 100).unwrap();
@@ -445,7 +582,13 @@ fn keyspace_notifications_for_grant_release_lapse() {
         let payload: String = msg.get_payload().unwrap();
         events.push((msg.get_channel_name().to_string(), payload));
     }
-    let names: Vec<&str> = events.iter().map(|(ch, _)| ch.rsplit(':').next().unwrap()).collect();
-    assert_eq!(names, vec!["resv.grant", "resv.release", "resv.grant", "resv.lapse"]);
+    let names: Vec<&str> = events
+        .iter()
+        .map(|(ch, _)| ch.rsplit(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["resv.grant", "resv.release", "resv.grant", "resv.lapse"]
+    );
     assert!(events.iter().all(|(_, key)| key == "k"));
 }

@@ -116,7 +116,9 @@ impl<'a> Args<'a> {
 /// Rejects an option given twice (e.g. `BLOCK 1 BLOCK 2`).
 pub fn once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), Error> {
     if slot.is_some() {
-        return Err(Error::msg(format!("ERR option {name} given more than once")));
+        return Err(Error::msg(format!(
+            "ERR option {name} given more than once"
+        )));
     }
     *slot = Some(value);
     Ok(())
@@ -167,9 +169,22 @@ mod tests {
     fn ttl_bounds() {
         assert_eq!(args(&[b"1"]).ttl(), Ok(1));
         assert_eq!(args(&[b"1099511627776"]).ttl(), Ok(MAX_MS));
-        for bad in [&b"0"[..], b"-1", b"1099511627777", b"1.5", b"", b" 1", b"+1", b"99999999999999999999999", b"1\0"] {
+        for bad in [
+            &b"0"[..],
+            b"-1",
+            b"1099511627777",
+            b"1.5",
+            b"",
+            b" 1",
+            b"+1",
+            b"99999999999999999999999",
+            b"1\0",
+        ] {
             let e = args(&[bad]).ttl().unwrap_err();
-            assert!(matches!(&e, Error::Msg(m) if m.starts_with("ERR invalid TTL")), "{bad:?}: {e:?}");
+            assert!(
+                matches!(&e, Error::Msg(m) if m.starts_with("ERR invalid TTL")),
+                "{bad:?}: {e:?}"
+            );
         }
     }
 

@@ -88,8 +88,10 @@ unsafe extern "C" fn trampoline<C: Command>(
         }
         // SAFETY: argv entries live for the duration of the command.
         let key = unsafe { RStr::from_raw(argv[1]) };
-        let items: SmallVec<[&[u8]; 8]> =
-            argv[2..].iter().map(|&s| unsafe { RStr::from_raw(s) }.bytes()).collect();
+        let items: SmallVec<[&[u8]; 8]> = argv[2..]
+            .iter()
+            .map(|&s| unsafe { RStr::from_raw(s) }.bytes())
+            .collect();
         C::run(ctx, key, Args::new(C::NAME, &items))
     })
     .unwrap_or_else(|| {
@@ -122,7 +124,11 @@ pub fn register(ctx: Ctx, table: &[CommandDef]) -> Result<(), String> {
             return Err(format!("could not register {}", def.name));
         }
         if let Err(e) = document(ctx, &name, def) {
-            ffi::log(ctx.as_ptr(), c"warning", &format!("corral: {} has no COMMAND DOCS: {e}", def.name));
+            ffi::log(
+                Some(ctx),
+                c"warning",
+                &format!("corral: {} has no COMMAND DOCS: {e}", def.name),
+            );
         }
     }
     Ok(())
@@ -165,16 +171,41 @@ fn document(ctx: Ctx, name: &CString, def: &CommandDef) -> Result<(), &'static s
     spec.fk.range.limit = 0;
     let specs = leak_slice(vec![spec, unsafe { std::mem::zeroed() }]);
 
-    let mut args = vec![arg("key", raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY, None, 0)];
+    let mut args = vec![arg(
+        "key",
+        raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
+        None,
+        0,
+    )];
     args[0].key_spec_index = 0;
     for a in def.args {
         use raw::*;
         let opt = REDISMODULE_CMD_ARG_OPTIONAL as c_int;
         args.push(match *a {
-            Arg::Str(n) => arg(n, RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING, None, 0),
-            Arg::Int(n) => arg(n, RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER, None, 0),
-            Arg::OptInt(t, n) => arg(n, RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER, Some(t), opt),
-            Arg::OptStr(t, n) => arg(n, RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING, Some(t), opt),
+            Arg::Str(n) => arg(
+                n,
+                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+                None,
+                0,
+            ),
+            Arg::Int(n) => arg(
+                n,
+                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+                None,
+                0,
+            ),
+            Arg::OptInt(t, n) => arg(
+                n,
+                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+                Some(t),
+                opt,
+            ),
+            Arg::OptStr(t, n) => arg(
+                n,
+                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+                Some(t),
+                opt,
+            ),
             Arg::Flag(t) => arg(
                 &t.to_ascii_lowercase(),
                 RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
@@ -209,7 +240,8 @@ fn document(ctx: Ctx, name: &CString, def: &CommandDef) -> Result<(), &'static s
     info.args = leak_slice(args);
     // SAFETY: every pointer in `info` is leaked, so it outlives Redis's use of it.
     let ok = unsafe { set(cmd, &info) } == raw::REDISMODULE_OK as c_int;
-    ok.then_some(()).ok_or("SetCommandInfo refused the metadata")
+    ok.then_some(())
+        .ok_or("SetCommandInfo refused the metadata")
 }
 
 fn arg(

@@ -76,7 +76,10 @@ unsafe fn value<'a, F>(v: *mut c_void) -> Option<&'a F> {
     v.cast::<F>().as_ref()
 }
 
-unsafe extern "C" fn rdb_load<F: Primitive>(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+unsafe extern "C" fn rdb_load<F: Primitive>(
+    rdb: *mut raw::RedisModuleIO,
+    encver: c_int,
+) -> *mut c_void {
     let io = Io::from_raw(rdb);
     contain("rdb_load", || {
         let bytes = io.load_bytes()?;
@@ -126,8 +129,10 @@ unsafe extern "C" fn aof_rewrite<F: Primitive>(
 }
 
 unsafe extern "C" fn mem_usage<F: Primitive>(v: *const c_void) -> usize {
-    contain("mem_usage", || value::<F>(v as *mut c_void).map_or(0, |v| std::mem::size_of::<F>() + v.mem_usage()))
-        .unwrap_or(0)
+    contain("mem_usage", || {
+        value::<F>(v as *mut c_void).map_or(0, |v| std::mem::size_of::<F>() + v.mem_usage())
+    })
+    .unwrap_or(0)
 }
 
 unsafe extern "C" fn digest<F: Primitive>(md: *mut raw::RedisModuleDigest, v: *mut c_void) {
@@ -145,9 +150,11 @@ unsafe extern "C" fn copy<F: Primitive>(
     v: *const c_void,
 ) -> *mut c_void {
     // The copy's deadlines are scheduled by the `copy_to` keyspace event.
-    contain("copy", || value::<F>(v as *mut c_void).map(|v| Box::into_raw(Box::new(v.clone())).cast::<c_void>()))
-        .flatten()
-        .unwrap_or(ptr::null_mut())
+    contain("copy", || {
+        value::<F>(v as *mut c_void).map(|v| Box::into_raw(Box::new(v.clone())).cast::<c_void>())
+    })
+    .flatten()
+    .unwrap_or(ptr::null_mut())
 }
 
 /// Called as Redis removes a key (expiry, eviction, DEL, overwrite), right before the keyspace

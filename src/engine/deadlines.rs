@@ -139,14 +139,20 @@ mod tests {
                 }
                 3 => {
                     let got = idx.remove(&k);
-                    let want = model.iter().position(|(mk, _)| *mk == k).map(|i| model.remove(i).1);
+                    let want = model
+                        .iter()
+                        .position(|(mk, _)| *mk == k)
+                        .map(|i| model.remove(i).1);
                     assert_eq!(got, want);
                 }
                 _ => {
                     let now = rnd(1000);
                     let mut got = idx.pop_due(now);
-                    let mut want: Vec<u32> =
-                        model.iter().filter(|(_, a)| *a <= now).map(|(k, _)| *k).collect();
+                    let mut want: Vec<u32> = model
+                        .iter()
+                        .filter(|(_, a)| *a <= now)
+                        .map(|(k, _)| *k)
+                        .collect();
                     model.retain(|(_, a)| *a > now);
                     got.sort_unstable();
                     want.sort_unstable();

@@ -10,22 +10,26 @@ use super::contain;
 use super::ffi::{self, raw, Ctx};
 use super::primitive::Event;
 use super::scheduler;
-use super::txn;
 use super::state::{self, key_bytes, split_key, KeyRef};
+use super::txn;
 
-const SUBEVENT_NOW_MASTER: u64 = raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER as u64;
-const SUBEVENT_LOADING_ENDED: u64 = raw::REDISMODULE_SUBEVENT_LOADING_ENDED as u64;
-const SUBEVENT_FLUSHDB_END: u64 = raw::REDISMODULE_SUBEVENT_FLUSHDB_END as u64;
+const SUBEVENT_NOW_MASTER: u64 = raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER;
+const SUBEVENT_LOADING_ENDED: u64 = raw::REDISMODULE_SUBEVENT_LOADING_ENDED;
+const SUBEVENT_FLUSHDB_END: u64 = raw::REDISMODULE_SUBEVENT_FLUSHDB_END;
 
 pub fn subscribe(ctx: Ctx) -> bool {
     let types = raw::REDISMODULE_NOTIFY_GENERIC
         | raw::REDISMODULE_NOTIFY_EXPIRED
         | raw::REDISMODULE_NOTIFY_EVICTED;
     ffi::subscribe_keyspace(ctx, types as u32, on_keyspace)
-        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED as u64, on_server)
-        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_LOADING as u64, on_server)
-        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_FLUSHDB as u64, on_server)
-        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SWAPDB as u64, on_server)
+        && ffi::subscribe_server_event(
+            ctx,
+            raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+            on_server,
+        )
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_LOADING, on_server)
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_FLUSHDB, on_server)
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SWAPDB, on_server)
 }
 
 unsafe extern "C" fn on_keyspace(

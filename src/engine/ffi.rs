@@ -8,8 +8,8 @@
 use std::ffi::{c_char, c_int, c_long, c_void, CStr};
 use std::ptr::{self, NonNull};
 
-pub use redis_module::raw;
 use raw::{RedisModuleCtx, RedisModuleKey, RedisModuleString};
+pub use redis_module::raw;
 
 /// Calls an API function that Redis ≥ 7.0 always provides. On an older server the module refuses
 /// to load (see `check_api`), so the `None` arm is unreachable in practice; it logs instead of
@@ -292,7 +292,7 @@ impl Ctx {
     }
 
     pub fn log_warning(self, msg: &str) {
-        log(self.0, c"warning", msg);
+        log(Some(self), c"warning", msg);
     }
 
     pub fn reply_result(self, result: CmdResult) {
@@ -302,9 +302,8 @@ impl Ctx {
                 // SAFETY: WrongArity writes the standard error for the running command.
                 unsafe { api!(RedisModule_WrongArity)(self.0) };
             }
-            Err(Error::WrongType) => self.reply_error(
-                "WRONGTYPE Operation against a key holding the wrong kind of value",
-            ),
+            Err(Error::WrongType) => self
+                .reply_error("WRONGTYPE Operation against a key holding the wrong kind of value"),
             Err(Error::Msg(m)) => self.reply_error(&m),
         }
     }
@@ -348,7 +347,13 @@ impl Ctx {
     pub fn reply_error(self, msg: &str) {
         let mut buf: Vec<u8> = msg
             .bytes()
-            .map(|b| if b == b'\r' || b == b'\n' || b == 0 { b' ' } else { b })
+            .map(|b| {
+                if b == b'\r' || b == b'\n' || b == 0 {
+                    b' '
+                } else {
+                    b
+                }
+            })
             .collect();
         buf.push(0);
         // SAFETY: buf is NUL-terminated with no interior NUL.
@@ -356,9 +361,11 @@ impl Ctx {
     }
 }
 
-pub fn log(ctx: *mut RedisModuleCtx, level: &CStr, msg: &str) {
+/// Writes to the server log (`ctx` None: as the module, outside any callback context).
+pub fn log(ctx: Option<Ctx>, level: &CStr, msg: &str) {
     let mut buf: Vec<u8> = msg.bytes().filter(|&b| b != 0).collect();
     buf.push(0);
+    let ctx = ctx.map_or(ptr::null_mut(), |c| c.0);
     // SAFETY: "%s" with one NUL-terminated argument; Log accepts a null ctx.
     unsafe { api!(RedisModule_Log)(ctx, level.as_ptr(), c"%s".as_ptr(), buf.as_ptr()) };
 }
@@ -464,8 +471,19 @@ impl Drop for Key {
 // ---------------------------------------------------------------------------------------------
 // Blocked clients
 
-pub type BlockedClient = *mut raw::RedisModuleBlockedClient;
-pub type CmdFunc = unsafe extern "C" fn(*mut RedisModuleCtx, *mut *mut RedisModuleString, c_int) -> c_int;
+/// A client blocked by `block_client`, until it is passed to `unblock_client`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BlockedClient(*mut raw::RedisModuleBlockedClient);
+
+impl BlockedClient {
+    /// A number identifying the client while it is blocked.
+    pub fn id(self) -> usize {
+        self.0 as usize
+    }
+}
+
+pub type CmdFunc =
+    unsafe extern "C" fn(*mut RedisModuleCtx, *mut *mut RedisModuleString, c_int) -> c_int;
 
 /// Blocks the calling client. `timeout_ms` 0 waits forever.
 pub fn block_client(
@@ -473,19 +491,25 @@ pub fn block_client(
     reply: CmdFunc,
     timeout: CmdFunc,
     free: unsafe extern "C" fn(*mut RedisModuleCtx, *mut c_void),
-    disconnect: unsafe extern "C" fn(*mut RedisModuleCtx, BlockedClient),
+    disconnect: unsafe extern "C" fn(*mut RedisModuleCtx, *mut raw::RedisModuleBlockedClient),
     timeout_ms: u64,
 ) -> Option<BlockedClient> {
     // SAFETY: called from a command callback that may block (checked by the caller).
     let bc = unsafe {
-        api!(RedisModule_BlockClient)(ctx.0, Some(reply), Some(timeout), Some(free), timeout_ms as i64)
+        api!(RedisModule_BlockClient)(
+            ctx.0,
+            Some(reply),
+            Some(timeout),
+            Some(free),
+            timeout_ms as i64,
+        )
     };
     if bc.is_null() {
         return None;
     }
     // SAFETY: bc was just created.
     unsafe { api!(RedisModule_SetDisconnectCallback)(bc, Some(disconnect)) };
-    Some(bc)
+    Some(BlockedClient(bc))
 }
 
 /// Releases a blocked client; `reply` (if any) is handed to the reply callback.
@@ -493,20 +517,32 @@ pub fn unblock_client(bc: BlockedClient, reply: Option<Box<Reply>>) {
     let p = reply.map_or(ptr::null_mut(), |r| Box::into_raw(r).cast::<c_void>());
     // SAFETY: bc is a blocked client not yet unblocked (the engine removes it from its queue
     // before calling this, so it is unblocked exactly once).
-    unsafe { api!(RedisModule_UnblockClient)(bc, p) };
+    unsafe { api!(RedisModule_UnblockClient)(bc.0, p) };
 }
 
 /// In a reply callback: the reply handed to `unblock_client`.
 pub fn blocked_reply(ctx: Ctx) -> Option<&'static Reply> {
     // SAFETY: the private data is either null or a Box<Reply> from unblock_client, freed only
     // by the free callback after the reply callback returns.
-    unsafe { api!(RedisModule_GetBlockedClientPrivateData)(ctx.0).cast::<Reply>().as_ref() }
+    unsafe {
+        api!(RedisModule_GetBlockedClientPrivateData)(ctx.0)
+            .cast::<Reply>()
+            .as_ref()
+    }
 }
 
 /// In a timeout callback: the blocked client that timed out.
 pub fn blocked_handle(ctx: Ctx) -> BlockedClient {
     // SAFETY: only called from a timeout callback, where the handle is set.
-    unsafe { api!(RedisModule_GetBlockedClientHandle)(ctx.0) }
+    BlockedClient(unsafe { api!(RedisModule_GetBlockedClientHandle)(ctx.0) })
+}
+
+/// The blocked client a disconnect callback is about.
+///
+/// # Safety
+/// `bc` must be the handle Redis passed to the running disconnect callback.
+pub unsafe fn disconnected(bc: *mut raw::RedisModuleBlockedClient) -> BlockedClient {
+    BlockedClient(bc)
 }
 
 /// Frees private data handed to `unblock_client`.
@@ -584,8 +620,12 @@ impl Io {
     /// The key being loaded and its db, where the server tells (Redis ≥ 7.0).
     pub fn key_and_db(&self) -> Option<(Vec<u8>, i32)> {
         // SAFETY: reads of the API table (see `api!`); these two may be absent on old servers.
-        let (name_fn, db_fn) =
-            unsafe { (raw::RedisModule_GetKeyNameFromIO?, raw::RedisModule_GetDbIdFromIO?) };
+        let (name_fn, db_fn) = unsafe {
+            (
+                raw::RedisModule_GetKeyNameFromIO?,
+                raw::RedisModule_GetDbIdFromIO?,
+            )
+        };
         // SAFETY: io live; the name (if any) is owned by Redis for the callback's duration.
         let name = unsafe { name_fn(self.0) };
         if name.is_null() {
@@ -635,8 +675,12 @@ impl Digest {
 // ---------------------------------------------------------------------------------------------
 // Subscriptions
 
-pub type KeyspaceCallback =
-    unsafe extern "C" fn(*mut RedisModuleCtx, c_int, *const c_char, *mut RedisModuleString) -> c_int;
+pub type KeyspaceCallback = unsafe extern "C" fn(
+    *mut RedisModuleCtx,
+    c_int,
+    *const c_char,
+    *mut RedisModuleString,
+) -> c_int;
 pub type ServerEventCallback =
     unsafe extern "C" fn(*mut RedisModuleCtx, raw::RedisModuleEvent, u64, *mut c_void);
 
@@ -651,15 +695,25 @@ pub fn subscribe_keyspace(ctx: Ctx, types: u32, cb: KeyspaceCallback) -> bool {
 pub fn subscribe_server_event(ctx: Ctx, id: u64, cb: ServerEventCallback) -> bool {
     let event = raw::RedisModuleEvent { id, dataver: 1 };
     // SAFETY: called once at load with a static callback.
-    unsafe { api!(RedisModule_SubscribeToServerEvent)(ctx.0, event, Some(cb)) == raw::REDISMODULE_OK as c_int }
+    unsafe {
+        api!(RedisModule_SubscribeToServerEvent)(ctx.0, event, Some(cb))
+            == raw::REDISMODULE_OK as c_int
+    }
 }
 
 /// The event name and key handed to a keyspace callback.
 ///
 /// # Safety
 /// Both pointers must be the ones Redis passed to the running keyspace callback.
-pub unsafe fn keyspace_args<'a>(event: *const c_char, key: *mut RedisModuleString) -> (&'a [u8], &'a [u8]) {
-    let ev = if event.is_null() { &[][..] } else { CStr::from_ptr(event).to_bytes() };
+pub unsafe fn keyspace_args<'a>(
+    event: *const c_char,
+    key: *mut RedisModuleString,
+) -> (&'a [u8], &'a [u8]) {
+    let ev = if event.is_null() {
+        &[][..]
+    } else {
+        CStr::from_ptr(event).to_bytes()
+    };
     (ev, RStr(key).bytes())
 }
 
@@ -668,7 +722,9 @@ pub unsafe fn keyspace_args<'a>(event: *const c_char, key: *mut RedisModuleStrin
 /// # Safety
 /// `data` must be the data pointer of a FLUSHDB server event.
 pub unsafe fn flush_event_db(data: *mut c_void) -> i32 {
-    data.cast::<raw::RedisModuleFlushInfoV1>().as_ref().map_or(-1, |i| i.dbnum)
+    data.cast::<raw::RedisModuleFlushInfoV1>()
+        .as_ref()
+        .map_or(-1, |i| i.dbnum)
 }
 
 /// The two dbs a SWAPDB server event swapped.

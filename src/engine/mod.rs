@@ -38,7 +38,7 @@ pub fn contain<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             ffi::log(
-                std::ptr::null_mut(),
+                None,
                 c"warning",
                 &format!("corral: contained a panic in {what}: {msg}"),
             );
@@ -58,7 +58,7 @@ pub fn register_family<F: Primitive>(ctx: Ctx) -> Result<(), String> {
 }
 
 fn static_ops<F: Primitive>() -> &'static dyn state::FamilyOps {
-    Box::leak(Box::new(txn::Ops::<F>::new()))
+    Box::leak(Box::new(txn::Ops::<F>(std::marker::PhantomData)))
 }
 
 /// Everything the engine itself registers: the `CORRAL._APPLY` command, keyspace and server

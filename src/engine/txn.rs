@@ -224,7 +224,9 @@ pub fn read<F: Primitive, R>(
     match key.holds() {
         KeyHolds::Nothing => Ok(f(None, now)),
         // SAFETY: every value of this family's type is a Box<F>.
-        KeyHolds::Module(t) if t == ty => Ok(f(unsafe { key.value_mut::<F>(ty) }.map(|v| &*v), now)),
+        KeyHolds::Module(t) if t == ty => {
+            Ok(f(unsafe { key.value_mut::<F>(ty) }.map(|v| &*v), now))
+        }
         _ => Err(Error::WrongType),
     }
 }
@@ -284,13 +286,7 @@ fn internal(e: &'static str) -> Error {
 
 /// The engine's side of a family: what the scheduler, keyspace events and `CORRAL._APPLY`
 /// call without knowing the family's Rust type.
-pub struct Ops<F>(PhantomData<F>);
-
-impl<F> Ops<F> {
-    pub const fn new() -> Self {
-        Self(PhantomData)
-    }
-}
+pub struct Ops<F>(pub PhantomData<F>);
 
 impl<F: Primitive> FamilyOps for Ops<F> {
     fn family(&self) -> Family {
@@ -332,7 +328,12 @@ pub fn event_name(family: Family, event: Event) -> &'static std::ffi::CStr {
         [c"resv.grant", c"resv.renew", c"resv.release", c"resv.lapse"],
         [c"sem.grant", c"sem.renew", c"sem.release", c"sem.lapse"],
         [c"slot.grant", c"slot.renew", c"slot.release", c"slot.lapse"],
-        [c"alloc.grant", c"alloc.renew", c"alloc.release", c"alloc.lapse"],
+        [
+            c"alloc.grant",
+            c"alloc.renew",
+            c"alloc.release",
+            c"alloc.lapse",
+        ],
         [c"job.grant", c"job.renew", c"job.release", c"job.lapse"],
     ];
     let i = match event {

@@ -12,11 +12,11 @@ use std::ffi::{c_int, c_void};
 
 use ahash::AHashMap;
 
+use super::contain;
 use super::ffi::{self, BlockedClient, Ctx, Reply};
 use super::primitive::{Family, Primitive};
 use super::state::{self, key_bytes, KeyRef};
 use super::txn::Txn;
-use super::contain;
 
 pub struct Waiter {
     bc: BlockedClient,
@@ -63,7 +63,7 @@ impl Queues {
             Some((k, _)) => k.clone(),
             None => KeyRef::from(key),
         };
-        self.by_client.insert(w.bc as usize, (k.clone(), id));
+        self.by_client.insert(w.bc.id(), (k.clone(), id));
         self.by_key.entry(k).or_default().insert(id, w);
     }
 
@@ -73,22 +73,33 @@ impl Queues {
         if q.is_empty() {
             self.by_key.remove(key);
         }
-        self.by_client.remove(&(w.bc as usize));
+        self.by_client.remove(&(w.bc.id()));
         Some(w)
     }
 
     fn remove_client(&mut self, bc: BlockedClient) -> Option<Waiter> {
-        let (k, id) = self.by_client.get(&(bc as usize))?.clone();
+        let (k, id) = self.by_client.get(&bc.id())?.clone();
         self.remove(&k, id)
     }
 }
 
 /// Blocks the calling client in the key's queue until `serve` grants `request`, the timeout
 /// (ms, 0 = forever) passes, or the client disconnects.
-pub fn park<F: Primitive>(ctx: Ctx, db: i32, name: &[u8], request: F::Request, timeout_ms: u64) -> Reply {
-    let Some(bc) =
-        ffi::block_client(ctx, on_reply, on_timeout, on_free, on_disconnect, timeout_ms)
-    else {
+pub fn park<F: Primitive>(
+    ctx: Ctx,
+    db: i32,
+    name: &[u8],
+    request: F::Request,
+    timeout_ms: u64,
+) -> Reply {
+    let Some(bc) = ffi::block_client(
+        ctx,
+        on_reply,
+        on_timeout,
+        on_free,
+        on_disconnect,
+        timeout_ms,
+    ) else {
         return Reply::Nil;
     };
     let key = key_bytes(db, name);
@@ -211,7 +222,12 @@ unsafe extern "C" fn on_timeout(
     ffi::raw::REDISMODULE_OK as c_int
 }
 
-unsafe extern "C" fn on_disconnect(_ctx: *mut ffi::raw::RedisModuleCtx, bc: BlockedClient) {
+unsafe extern "C" fn on_disconnect(
+    _ctx: *mut ffi::raw::RedisModuleCtx,
+    bc: *mut ffi::raw::RedisModuleBlockedClient,
+) {
+    // SAFETY: the handle Redis passed to this disconnect callback.
+    let bc = unsafe { ffi::disconnected(bc) };
     contain("blocked disconnect", || {
         let removed = state::with(|e| {
             let w = e.queues.remove_client(bc)?;
@@ -226,5 +242,7 @@ unsafe extern "C" fn on_disconnect(_ctx: *mut ffi::raw::RedisModuleCtx, bc: Bloc
 
 unsafe extern "C" fn on_free(_ctx: *mut ffi::raw::RedisModuleCtx, privdata: *mut c_void) {
     // SAFETY: privdata is null or the Box<Reply> handed to unblock_client.
-    contain("blocked free", || unsafe { ffi::free_blocked_reply(privdata) });
+    contain("blocked free", || unsafe {
+        ffi::free_blocked_reply(privdata)
+    });
 }

@@ -29,7 +29,11 @@ impl Command for LockCmd {
     const ARITY: i32 = -4;
     const SUMMARY: &'static str = "Reserves key for holder for ms milliseconds; returns a fencing token, or nil when held by another (optionally after waiting up to BLOCK ms)";
     const COMPLEXITY: &'static str = "O(1)";
-    const ARGS: &'static [Arg] = &[Arg::Str("holder"), Arg::Int("ms"), Arg::OptInt("BLOCK", "timeout")];
+    const ARGS: &'static [Arg] = &[
+        Arg::Str("holder"),
+        Arg::Int("ms"),
+        Arg::OptInt("BLOCK", "timeout"),
+    ];
 
     fn run(ctx: Ctx, key: RStr, mut a: Args) -> CmdResult {
         let holder = a.id("holder")?;
@@ -106,7 +110,10 @@ impl Command for CheckCmd {
         a.finish()?;
         txn::read::<Resv, _>(ctx, key, |r, now| match r {
             None => Err(refused(Refusal::Free)),
-            Some(r) => r.check(holder, token, now).map(|_| Reply::Int(1)).map_err(refused),
+            Some(r) => r
+                .check(holder, token, now)
+                .map(|_| Reply::Int(1))
+                .map_err(refused),
         })?
     }
 }

@@ -29,7 +29,9 @@ pub enum ResvEffect {
         token: u64,
     },
     /// The holder extended its reservation (RENEW, or LOCK again by the same holder).
-    Renew { deadline: u64 },
+    Renew {
+        deadline: u64,
+    },
     Release,
     Lapse,
 }
@@ -123,7 +125,10 @@ impl Primitive for Resv {
                 self.last_token = self.last_token.max(*token);
             }
             ResvEffect::Renew { deadline } => {
-                self.held.as_mut().ok_or("renew of a free reservation")?.deadline = *deadline;
+                self.held
+                    .as_mut()
+                    .ok_or("renew of a free reservation")?
+                    .deadline = *deadline;
             }
             ResvEffect::Release | ResvEffect::Lapse => {
                 self.held.take().ok_or("release of a free reservation")?;
@@ -132,7 +137,13 @@ impl Primitive for Resv {
         Ok(())
     }
 
-    fn grant(&self, lock: &Lock, now: u64, queued: bool, token: u64) -> Option<(Vec<ResvEffect>, Reply)> {
+    fn grant(
+        &self,
+        lock: &Lock,
+        now: u64,
+        queued: bool,
+        token: u64,
+    ) -> Option<(Vec<ResvEffect>, Reply)> {
         match self.held_at(now) {
             // Idempotent re-grant: the holder extends and gets its token back.
             Some(h) if h.holder == lock.holder => Some((
