@@ -383,7 +383,7 @@ fn replica_matches_primary_and_never_acts_alone() {
     let wp = primary.conn();
     let waiter = thread::spawn(move || {
         let mut wp = wp;
-        lock_block(&mut wp, "k", "b", 400, 20_000)
+        lock_block(&mut wp, "k", "b", 2_000, 20_000)
     });
     wait_until(Duration::from_secs(10), "waiter queued", || {
         waiters(&mut p, "k") == 1
@@ -393,7 +393,7 @@ fn replica_matches_primary_and_never_acts_alone() {
     primary.sync_replica(&replica);
     assert_eq!(digest(&mut p, "k"), digest(&mut r, "k"));
     assert_eq!(info(&mut r, "k").unwrap().0, "b");
-    // b's 400 ms lease lapses on the primary; the replica follows.
+    // b's 2 s lease lapses on the primary; the replica follows.
     wait_until(Duration::from_secs(10), "lapse on primary", || {
         int(&mut p, &["EXISTS", "k"]) == 0
     });
