@@ -1,71 +1,142 @@
-//! A set of deadlines, one per item, ordered by time: "what is due", "what is next", "what is
-//! last" in O(log n). Pure. The scheduler uses it for keys; families use it for their leases.
+//! A map whose entries each carry a deadline, ordered by time: "what is due", "what is next",
+//! "what is last" in O(log n), lookups by key in O(1). Pure.
+//!
+//! It is the engine's lease table: families keep their leases in one (holder → permit, slot →
+//! lease, job → work lease), and the scheduler keeps keys in one (key → when to look at it).
+//! It serializes as its entries in deadline order, so equal maps encode to equal bytes
+//! (replica digests compare equal).
 
 use std::borrow::Borrow;
 use std::collections::BTreeSet;
+use std::fmt;
 use std::hash::Hash;
+use std::marker::PhantomData;
 
 use ahash::AHashMap;
+use serde::de::{SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-#[derive(Debug, Clone)]
-pub struct DeadlineIndex<K: Ord + Hash + Eq + Clone> {
-    at: AHashMap<K, u64>,
+pub trait MapKey: Ord + Hash + Eq + Clone {}
+impl<T: Ord + Hash + Eq + Clone> MapKey for T {}
+
+#[derive(Clone)]
+pub struct DeadlineMap<K: MapKey, V = ()> {
+    entries: AHashMap<K, (u64, V)>,
     order: BTreeSet<(u64, K)>,
 }
 
-impl<K: Ord + Hash + Eq + Clone> Default for DeadlineIndex<K> {
+/// Deadlines without values (the scheduler's key set).
+pub type DeadlineIndex<K> = DeadlineMap<K, ()>;
+
+impl<K: MapKey, V> Default for DeadlineMap<K, V> {
     fn default() -> Self {
         Self {
-            at: AHashMap::new(),
+            entries: AHashMap::new(),
             order: BTreeSet::new(),
         }
     }
 }
 
-impl<K: Ord + Hash + Eq + Clone> DeadlineIndex<K> {
+impl<K: MapKey + fmt::Debug, V: fmt::Debug> fmt::Debug for DeadlineMap<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<K: MapKey, V: PartialEq> PartialEq for DeadlineMap<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.order == other.order
+            && self
+                .entries
+                .iter()
+                .all(|(k, (_, v))| other.entries.get(k).is_some_and(|(_, w)| v == w))
+    }
+}
+
+impl<K: MapKey, V: Eq> Eq for DeadlineMap<K, V> {}
+
+impl<K: MapKey, V> DeadlineMap<K, V> {
     pub fn len(&self) -> usize {
-        self.at.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.at.is_empty()
+        self.entries.is_empty()
     }
 
-    pub fn get<Q>(&self, k: &Q) -> Option<u64>
+    pub fn contains<Q>(&self, k: &Q) -> bool
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.at.get(k).copied()
+        self.entries.contains_key(k)
     }
 
-    /// Sets (or moves) `k`'s deadline.
-    pub fn set(&mut self, k: K, at: u64) {
-        if let Some(old) = self.at.insert(k.clone(), at) {
-            if old == at {
-                return;
-            }
-            self.order.remove(&(old, k.clone()));
+    /// The entry's deadline and value.
+    pub fn get<Q>(&self, k: &Q) -> Option<(u64, &V)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.get(k).map(|(at, v)| (*at, v))
+    }
+
+    pub fn deadline<Q>(&self, k: &Q) -> Option<u64>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.get(k).map(|(at, _)| *at)
+    }
+
+    /// The entry's value, to change in place (its deadline changes only through `set_deadline`).
+    pub fn value_mut<Q>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.get_mut(k).map(|(_, v)| v)
+    }
+
+    /// Inserts or replaces an entry; returns the old one.
+    pub fn insert(&mut self, k: K, at: u64, v: V) -> Option<(u64, V)> {
+        let old = self.entries.insert(k.clone(), (at, v));
+        if let Some((old_at, _)) = &old {
+            self.order.remove(&(*old_at, k.clone()));
         }
         self.order.insert((at, k));
+        old
     }
 
-    /// Sets `k`'s deadline only if it has none or a later one (keeps the earliest).
-    pub fn set_earlier(&mut self, k: K, at: u64) {
-        match self.at.get(&k) {
-            Some(&old) if old <= at => {}
-            _ => self.set(k, at),
-        }
-    }
-
-    pub fn remove<Q>(&mut self, k: &Q) -> Option<u64>
+    /// Moves an existing entry's deadline. False if there is no such entry.
+    pub fn set_deadline<Q>(&mut self, k: &Q, at: u64) -> bool
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let (key, at) = self.at.remove_entry(k)?;
+        let Some((key, (old, _))) = self.entries.get_key_value(k) else {
+            return false;
+        };
+        let (key, old) = (key.clone(), *old);
+        if old != at {
+            self.order.remove(&(old, key.clone()));
+            self.order.insert((at, key));
+            if let Some(e) = self.entries.get_mut(k) {
+                e.0 = at;
+            }
+        }
+        true
+    }
+
+    pub fn remove<Q>(&mut self, k: &Q) -> Option<(u64, V)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let (key, (at, v)) = self.entries.remove_entry(k)?;
         self.order.remove(&(at, key));
-        Some(at)
+        Some((at, v))
     }
 
     pub fn earliest(&self) -> Option<u64> {
@@ -76,22 +147,19 @@ impl<K: Ord + Hash + Eq + Clone> DeadlineIndex<K> {
         self.order.last().map(|(at, _)| *at)
     }
 
-    /// Removes and returns every item whose deadline is ≤ `now`, earliest first.
+    /// Removes and returns the keys of every entry whose deadline is ≤ `now`, earliest first.
     pub fn pop_due(&mut self, now: u64) -> Vec<K> {
         let mut due = Vec::new();
-        while let Some((at, _)) = self.order.first() {
-            if *at > now {
-                break;
-            }
+        while self.order.first().is_some_and(|(at, _)| *at <= now) {
             if let Some((_, k)) = self.order.pop_first() {
-                self.at.remove(&k);
+                self.entries.remove(&k);
                 due.push(k);
             }
         }
         due
     }
 
-    /// Items whose deadline is ≤ `now`, earliest first, without removing them.
+    /// Keys of the entries whose deadline is ≤ `now`, earliest first, without removing them.
     pub fn due(&self, now: u64) -> impl Iterator<Item = &K> {
         self.order
             .iter()
@@ -99,9 +167,56 @@ impl<K: Ord + Hash + Eq + Clone> DeadlineIndex<K> {
             .map(|(_, k)| k)
     }
 
-    /// Items in deadline order (ties by item order): deterministic, for digests and replies.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &K)> {
-        self.order.iter().map(|(at, k)| (*at, k))
+    /// Entries in deadline order (ties by key): deterministic, for digests and replies.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, u64, &V)> {
+        self.order.iter().filter_map(|(at, k)| {
+            let (_, v) = self.entries.get(k)?;
+            Some((k, *at, v))
+        })
+    }
+}
+
+impl<K: MapKey> DeadlineMap<K, ()> {
+    /// Sets `k`'s deadline only if it has none or a later one (keeps the earliest).
+    pub fn set_earlier(&mut self, k: K, at: u64) {
+        match self.deadline(&k) {
+            Some(old) if old <= at => {}
+            _ => {
+                self.insert(k, at, ());
+            }
+        }
+    }
+}
+
+impl<K: MapKey + Serialize, V: Serialize> Serialize for DeadlineMap<K, V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.len()))?;
+        for (k, at, v) in self.iter() {
+            seq.serialize_element(&(k, at, v))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de, K: MapKey + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for DeadlineMap<K, V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries<K, V>(PhantomData<(K, V)>);
+        impl<'de, K: MapKey + Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for Entries<K, V> {
+            type Value = DeadlineMap<K, V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sequence of (key, deadline, value)")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut map = DeadlineMap::default();
+                while let Some((k, at, v)) = seq.next_element::<(K, u64, V)>()? {
+                    if map.insert(k, at, v).is_some() {
+                        return Err(serde::de::Error::custom("duplicate key"));
+                    }
+                }
+                Ok(map)
+            }
+        }
+        d.deserialize_seq(Entries(PhantomData))
     }
 }
 
@@ -112,8 +227,8 @@ mod tests {
     /// Model check against a plain Vec with random operations.
     #[test]
     fn matches_model() {
-        let mut idx: DeadlineIndex<u32> = DeadlineIndex::default();
-        let mut model: Vec<(u32, u64)> = Vec::new();
+        let mut map: DeadlineMap<u32, u8> = DeadlineMap::default();
+        let mut model: Vec<(u32, u64, u8)> = Vec::new();
         let mut seed = 0x9e3779b97f4a7c15u64;
         let mut rnd = move |n: u64| {
             seed ^= seed << 13;
@@ -121,56 +236,73 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        for _ in 0..20_000 {
+        for step in 0..20_000 {
             let k = rnd(50) as u32;
             let at = rnd(1000);
+            let v = (step % 251) as u8;
             match rnd(5) {
-                0 | 1 => {
-                    idx.set(k, at);
-                    model.retain(|(mk, _)| *mk != k);
-                    model.push((k, at));
+                0 => {
+                    map.insert(k, at, v);
+                    model.retain(|e| e.0 != k);
+                    model.push((k, at, v));
                 }
-                2 => {
-                    idx.set_earlier(k, at);
-                    match model.iter_mut().find(|(mk, _)| *mk == k) {
-                        Some((_, old)) => *old = (*old).min(at),
-                        None => model.push((k, at)),
+                1 => {
+                    let moved = map.set_deadline(&k, at);
+                    let m = model.iter_mut().find(|e| e.0 == k);
+                    assert_eq!(moved, m.is_some());
+                    if let Some(e) = m {
+                        e.1 = at;
                     }
                 }
-                3 => {
-                    let got = idx.remove(&k);
-                    let want = model
-                        .iter()
-                        .position(|(mk, _)| *mk == k)
-                        .map(|i| model.remove(i).1);
-                    assert_eq!(got, want);
+                2 => {
+                    let got = map.remove(&k);
+                    let want = model.iter().position(|e| e.0 == k).map(|i| model.remove(i));
+                    assert_eq!(got, want.map(|e| (e.1, e.2)));
                 }
-                _ => {
+                3 => {
                     let now = rnd(1000);
-                    let mut got = idx.pop_due(now);
-                    let mut want: Vec<u32> = model
-                        .iter()
-                        .filter(|(_, a)| *a <= now)
-                        .map(|(k, _)| *k)
-                        .collect();
-                    model.retain(|(_, a)| *a > now);
+                    let mut got = map.pop_due(now);
+                    let mut want: Vec<u32> = model.iter().filter(|e| e.1 <= now).map(|e| e.0).collect();
+                    model.retain(|e| e.1 > now);
                     got.sort_unstable();
                     want.sort_unstable();
                     assert_eq!(got, want);
                 }
+                _ => {
+                    assert_eq!(map.get(&k), model.iter().find(|e| e.0 == k).map(|e| (e.1, &e.2)));
+                }
             }
-            assert_eq!(idx.len(), model.len());
-            assert_eq!(idx.earliest(), model.iter().map(|(_, a)| *a).min());
-            assert_eq!(idx.latest(), model.iter().map(|(_, a)| *a).max());
+            assert_eq!(map.len(), model.len());
+            assert_eq!(map.earliest(), model.iter().map(|e| e.1).min());
+            assert_eq!(map.latest(), model.iter().map(|e| e.1).max());
+            let times: Vec<u64> = map.iter().map(|(_, at, _)| at).collect();
+            assert!(times.windows(2).all(|w| w[0] <= w[1]));
         }
     }
 
     #[test]
-    fn borrowed_lookup() {
+    fn serde_round_trip_is_deterministic() {
+        let mut a: DeadlineMap<u32, String> = DeadlineMap::default();
+        let mut b: DeadlineMap<u32, String> = DeadlineMap::default();
+        for i in 0..100u32 {
+            a.insert(i, u64::from(i % 7), i.to_string());
+        }
+        for i in (0..100u32).rev() {
+            b.insert(i, u64::from(i % 7), i.to_string());
+        }
+        let (ea, eb) = (crate::engine::codec::encode(&a), crate::engine::codec::encode(&b));
+        assert_eq!(ea, eb, "insertion order does not matter");
+        let back: DeadlineMap<u32, String> = crate::engine::codec::decode(&ea).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn scheduler_keeps_earliest_and_borrows() {
         let mut idx: DeadlineIndex<std::rc::Rc<[u8]>> = DeadlineIndex::default();
-        idx.set(std::rc::Rc::from(&b"key"[..]), 5);
-        assert_eq!(idx.get(&b"key"[..]), Some(5));
-        assert_eq!(idx.remove(&b"key"[..]), Some(5));
+        idx.set_earlier(std::rc::Rc::from(&b"key"[..]), 5);
+        idx.set_earlier(std::rc::Rc::from(&b"key"[..]), 9);
+        assert_eq!(idx.deadline(&b"key"[..]), Some(5));
+        assert!(idx.remove(&b"key"[..]).is_some());
         assert!(idx.is_empty());
     }
 }

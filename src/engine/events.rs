@@ -126,7 +126,7 @@ fn wake_db(ctx: Ctx, db: Option<i32>, flushed: bool) {
             let stale: Vec<KeyRef> = e
                 .schedule
                 .iter()
-                .map(|(_, k)| k.clone())
+                .map(|(k, _, _)| k.clone())
                 .filter(|k| db.is_none() || split_key(k).map(|(d, _)| d) == db)
                 .collect();
             for k in stale {

@@ -193,7 +193,7 @@ impl<F: Primitive> Txn<F> {
         let arm = state::with(|e| {
             e.mint.observe(last);
             match next {
-                Some(at) if !empty => match e.schedule.get(&k[..]) {
+                Some(at) if !empty => match e.schedule.deadline(&k[..]) {
                     Some(old) if old <= at => false,
                     _ => {
                         e.schedule.set_earlier(KeyRef::from(&k[..]), at);
