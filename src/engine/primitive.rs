@@ -97,6 +97,13 @@ pub trait Primitive: Default + Clone + Serialize + DeserializeOwned + 'static {
         token: u64,
     ) -> Option<(Vec<Self::Effect>, Reply)>;
 
+    /// The queue lane a waiting request joins: requests in one lane are served strictly in
+    /// order; different lanes do not hold each other up. One lane unless a family has requests
+    /// that do not compete (e.g. different instances' DRAIN waits).
+    fn lane(_request: &Self::Request) -> u64 {
+        0
+    }
+
     /// Effects that lapse every lease whose deadline is ≤ `now`.
     fn lapse(&self, now: u64, out: &mut Vec<Self::Effect>);
 

@@ -143,9 +143,10 @@ impl<F: Primitive> Txn<F> {
         waiters::serve(self);
     }
 
-    fn waiting(&self) -> bool {
+    /// True when clients already wait on this key in `lane`.
+    fn waiting(&self, lane: u64) -> bool {
         let k = key_bytes(self.db, self.name.bytes());
-        state::with(|e| e.queues.is_waiting(&k))
+        state::with(|e| e.queues.lane_waiting(&k, lane))
     }
 
     /// Replicates, stores, sets the PTTL, and schedules the next deadline.
@@ -265,7 +266,7 @@ pub fn acquire<F: Primitive>(
 ) -> CmdResult {
     let mut txn = Txn::<F>::open_primary(ctx, name)?;
     txn.settle();
-    let queued = txn.waiting();
+    let queued = txn.waiting(F::lane(&request));
     let token = txn.token();
     if let Some((effects, reply)) = F::grant(txn.state(), &request, txn.now(), queued, token) {
         let applied = txn.apply(effects);

@@ -1,6 +1,11 @@
 //! FIFO wait queues of blocked clients, one per key, kept by the module (Redis 7.0 does not wake
 //! blocked-on-keys clients on deletion, and corral hands resources over directly instead).
 //!
+//! A key's queue is split into *lanes* (`Primitive::lane`): requests that compete for the same
+//! thing share a lane and are served strictly in arrival order; requests in different lanes do
+//! not hold each other up (a job store's PULL and PULLNOTIFY waiters, DRAIN waiters for
+//! different instances). Most families use one lane.
+//!
 //! A waiter leaves its queue exactly once, by one of: being served (`serve`), its BLOCK timeout,
 //! its client disconnecting, or its key becoming unusable (`fail_all`). Each path removes it
 //! from the queue first and then calls `RedisModule_UnblockClient`, which Redis requires for
@@ -24,18 +29,28 @@ pub struct Waiter {
     request: Box<dyn Any>,
 }
 
+/// A waiter's place: (lane, arrival number).
+type Slot = (u64, u64);
+
 #[derive(Default)]
 pub struct Queues {
-    /// Per key, waiters by arrival number (ascending = FIFO order).
-    by_key: AHashMap<KeyRef, BTreeMap<u64, Waiter>>,
+    /// Per key, waiters by (lane, arrival number): FIFO within each lane.
+    by_key: AHashMap<KeyRef, BTreeMap<Slot, Waiter>>,
     /// Where each blocked client waits, for timeouts and disconnects.
-    by_client: AHashMap<usize, (KeyRef, u64)>,
+    by_client: AHashMap<usize, (KeyRef, Slot)>,
     next_id: u64,
 }
 
 impl Queues {
     pub fn is_waiting(&self, key: &[u8]) -> bool {
         !self.by_client.is_empty() && self.by_key.contains_key(key)
+    }
+
+    /// True when someone waits on `key` in `lane`.
+    pub fn lane_waiting(&self, key: &[u8], lane: u64) -> bool {
+        self.by_key
+            .get(key)
+            .is_some_and(|q| q.range((lane, 0)..=(lane, u64::MAX)).next().is_some())
     }
 
     pub fn len(&self, key: &[u8]) -> usize {
@@ -56,8 +71,8 @@ impl Queues {
             .collect()
     }
 
-    fn push(&mut self, key: &[u8], w: Waiter) {
-        let id = self.next_id;
+    fn push(&mut self, key: &[u8], lane: u64, w: Waiter) {
+        let id = (lane, self.next_id);
         self.next_id += 1;
         let k: KeyRef = match self.by_key.get_key_value(key) {
             Some((k, _)) => k.clone(),
@@ -67,7 +82,7 @@ impl Queues {
         self.by_key.entry(k).or_default().insert(id, w);
     }
 
-    fn remove(&mut self, key: &[u8], id: u64) -> Option<Waiter> {
+    fn remove(&mut self, key: &[u8], id: Slot) -> Option<Waiter> {
         let q = self.by_key.get_mut(key)?;
         let w = q.remove(&id)?;
         if q.is_empty() {
@@ -103,9 +118,11 @@ pub fn park<F: Primitive>(
         return Reply::Nil;
     };
     let key = key_bytes(db, name);
+    let lane = F::lane(&request);
     state::with(|e| {
         e.queues.push(
             &key,
+            lane,
             Waiter {
                 bc,
                 family: F::FAMILY,
@@ -120,27 +137,37 @@ pub fn park<F: Primitive>(
 }
 
 enum Next<E> {
-    Grant(u64, Vec<E>, Reply),
-    Mismatch(u64),
+    Grant(Slot, Vec<E>, Reply),
+    Mismatch(Slot),
+    /// The head of this lane cannot be granted: the lane waits.
+    LaneWaits(u64),
 }
 
-/// Grants waiters in FIFO order while the head can be granted; stops at the first that cannot
-/// (later waiters never jump ahead of it).
+/// In each lane, grants waiters in FIFO order while the head can be granted, and stops at the
+/// first that cannot (later waiters in that lane never jump ahead of it).
 pub fn serve<F: Primitive>(txn: &mut Txn<F>) {
     let key = key_bytes(txn.db(), txn.name().bytes());
+    let mut lane = 0;
     loop {
         let now = txn.now();
         let next = state::with(|e| {
-            let (&id, w) = e.queues.by_key.get(&key[..])?.iter().next()?;
+            let q = e.queues.by_key.get(&key[..])?;
+            let (&id, w) = q.range((lane, 0)..).next()?;
             let Some(req) = w.request.downcast_ref::<F::Request>() else {
                 return Some(Next::Mismatch(id));
             };
             let token = e.mint.peek(now, txn.state().last_token());
-            let (effects, reply) = F::grant(txn.state(), req, now, false, token)?;
-            Some(Next::Grant(id, effects, reply))
+            Some(match F::grant(txn.state(), req, now, false, token) {
+                Some((effects, reply)) => Next::Grant(id, effects, reply),
+                None => Next::LaneWaits(id.0),
+            })
         });
         match next {
             None => return,
+            Some(Next::LaneWaits(l)) => match l.checked_add(1) {
+                Some(l) => lane = l,
+                None => return,
+            },
             Some(Next::Mismatch(id)) => finish(&key, id, Reply::Error(wrongtype())),
             Some(Next::Grant(id, effects, reply)) => {
                 if let Err(e) = txn.apply(effects) {
@@ -171,7 +198,7 @@ pub fn wrongtype() -> String {
 }
 
 /// Removes a waiter and answers it.
-fn finish(key: &[u8], id: u64, reply: Reply) {
+fn finish(key: &[u8], id: Slot, reply: Reply) {
     let removed = state::with(|e| {
         let w = e.queues.remove(key, id)?;
         e.counters[w.family.index()].waiting -= 1;
