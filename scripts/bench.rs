@@ -1,0 +1,1538 @@
+//! corral's benchmark: a plain program that `scripts/bench [FILTER...]` runs (through
+//! `cargo bench --bench corral`).
+//!
+//! It measures each command family against what people use today (plain Redis commands,
+//! the Lua scripts of lock libraries), against real `redis-server` processes started by the
+//! integration-test harness (`tests/common/mod.rs`), and prints one Markdown table on stdout.
+//! The same table goes to `target/bench/results.md`, and the rows as JSON to
+//! `target/bench/results.json`. Progress goes to stderr.
+//!
+//! The program always exits 0 once the report is written: it is a report, not a test. A row
+//! whose target is missed says **MISS** in the table (and `"pass": false` in the JSON).
+//!
+//! Layout of this file, top to bottom:
+//! - [`SECTIONS`]: every measurement, by name. `scripts/bench resv` runs only the sections
+//!   whose name contains `resv`. **A new family adds its sections here** and a module like
+//!   [`resv`] below.
+//! - [`report`]: the rows, the targets, the Markdown and JSON output.
+//! - [`resp`]: a tiny raw RESP client (pre-encoded pipelines, thousands of sockets).
+//! - [`util`]: helpers shared by the sections (waiter threads, percentiles, INFO parsing).
+//! - [`resv`]: the RESV sections.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use report::{Meta, Report, Row};
+
+/// One measurement (or a few that share a server). Its rows go into the report.
+struct Section {
+    /// The family its rows belong to (first column of the table).
+    family: &'static str,
+    /// `family/what`: what the command-line filter matches against.
+    name: &'static str,
+    run: fn(&mut Report),
+}
+
+/// Every section, in the order they run.
+const SECTIONS: &[Section] = &[
+    Section {
+        family: "RESV",
+        name: "resv/server-time",
+        run: resv::server_time,
+    },
+    Section {
+        family: "RESV",
+        name: "resv/pipeline",
+        run: resv::pipelined_throughput,
+    },
+    Section {
+        family: "RESV",
+        name: "resv/wake-release",
+        run: resv::wake_after_release,
+    },
+    Section {
+        family: "RESV",
+        name: "resv/wake-deadline",
+        run: resv::wake_after_deadline,
+    },
+    Section {
+        family: "RESV",
+        name: "resv/10k-waiters",
+        run: resv::many_waiters,
+    },
+    Section {
+        family: "RESV",
+        name: "resv/memory",
+        run: resv::memory,
+    },
+];
+
+fn main() {
+    // `cargo bench` passes `--bench` to the program; every argument that is not a flag is a
+    // filter (case-insensitive substring of a section name).
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| a.to_lowercase())
+        .collect();
+    let selected: Vec<&Section> = SECTIONS
+        .iter()
+        .filter(|s| filters.is_empty() || filters.iter().any(|f| s.name.contains(f.as_str())))
+        .collect();
+    if selected.is_empty() {
+        let names: Vec<&str> = SECTIONS.iter().map(|s| s.name).collect();
+        eprintln!(
+            "bench: no section matches {filters:?}; sections are: {}",
+            names.join(", ")
+        );
+        std::process::exit(2);
+    }
+
+    let mut report = Report::new(Meta::collect(&filters));
+    let started = Instant::now();
+    for section in selected {
+        eprintln!("bench: == {} ==", section.name);
+        let t = Instant::now();
+        // A section that panics (server crashed, wrong reply…) becomes a failed row; the
+        // panic message (and the server's log tail, printed by the harness) is on stderr.
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| (section.run)(&mut report)));
+        if let Err(e) = outcome {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".to_string());
+            let first_line = msg.lines().next().unwrap_or("").to_string();
+            report.add(
+                Row::flag(
+                    section.family,
+                    &format!("{}: did not finish ({first_line})", section.name),
+                    false,
+                )
+                .target(report::Target::Yes),
+            );
+        }
+        eprintln!(
+            "bench:    {} done in {:.1} s",
+            section.name,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!(
+        "bench: all done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let markdown = report.markdown();
+    print!("{markdown}");
+    let dir = results_dir();
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(dir.join("results.md"), &markdown))
+        .and_then(|_| std::fs::write(dir.join("results.json"), report.json()));
+    match written {
+        Ok(()) => eprintln!(
+            "bench: wrote {} and results.json",
+            dir.join("results.md").display()
+        ),
+        Err(e) => eprintln!("bench: could not write results to {}: {e}", dir.display()),
+    }
+}
+
+/// `<target dir>/bench`: `$CARGO_TARGET_DIR` if set, else the repo's `target/`.
+fn results_dir() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => manifest.join(d), // join keeps an absolute path as it is
+        None => manifest.join("target"),
+    };
+    target.join("bench")
+}
+
+// ---------------------------------------------------------------------------------------
+/// The report: rows with optional baselines and targets, rendered as Markdown and JSON.
+mod report {
+    use std::fmt::Write as _;
+
+    /// What a row measured.
+    #[derive(Clone, Debug)]
+    pub enum Value {
+        Num(f64),
+        /// A yes/no outcome ("all served").
+        Flag(bool),
+    }
+
+    /// What a row must reach. Ratio targets compare `value / baseline`; the others compare
+    /// the value itself (in the row's unit).
+    #[allow(dead_code)] // not every kind of target is used by the families so far
+    #[derive(Clone, Copy, Debug)]
+    pub enum Target {
+        /// Informational row: no target.
+        None,
+        RatioAtMost(f64),
+        RatioAtLeast(f64),
+        AtMost(f64),
+        AtLeast(f64),
+        /// A flag that must be yes.
+        Yes,
+    }
+
+    #[derive(Clone, Debug)]
+    pub struct Row {
+        pub family: String,
+        pub name: String,
+        pub value: Value,
+        pub unit: String,
+        /// What the value is compared with, and its value (same unit).
+        pub baseline: Option<(String, f64)>,
+        pub target: Target,
+    }
+
+    impl Row {
+        /// A numeric row, e.g. `Row::new("RESV", "wake p99", 0.4, "ms")`.
+        pub fn new(family: &str, name: &str, value: f64, unit: &str) -> Row {
+            Row {
+                family: family.to_string(),
+                name: name.to_string(),
+                value: Value::Num(value),
+                unit: unit.to_string(),
+                baseline: None,
+                target: Target::None,
+            }
+        }
+
+        /// A yes/no row.
+        pub fn flag(family: &str, name: &str, yes: bool) -> Row {
+            Row {
+                value: Value::Flag(yes),
+                ..Row::new(family, name, 0.0, "")
+            }
+        }
+
+        /// Compares the value with `name`'s `value`, measured the same way in the same run.
+        pub fn vs(mut self, name: &str, value: f64) -> Row {
+            self.baseline = Some((name.to_string(), value));
+            self
+        }
+
+        pub fn target(mut self, target: Target) -> Row {
+            self.target = target;
+            self
+        }
+
+        /// value / baseline, when both are numbers.
+        pub fn ratio(&self) -> Option<f64> {
+            match (&self.value, &self.baseline) {
+                (Value::Num(v), Some((_, b))) => Some(v / b),
+                _ => None,
+            }
+        }
+
+        /// Whether the target is met; None when there is no target.
+        pub fn pass(&self) -> Option<bool> {
+            let num = match self.value {
+                Value::Num(v) => Some(v),
+                Value::Flag(_) => None,
+            };
+            // NaN compares false, so a missing measurement misses its target.
+            let at_most = |x: Option<f64>, b: f64| x.is_some_and(|x| x <= b);
+            let at_least = |x: Option<f64>, b: f64| x.is_some_and(|x| x >= b);
+            match self.target {
+                Target::None => None,
+                Target::RatioAtMost(b) => Some(at_most(self.ratio(), b)),
+                Target::RatioAtLeast(b) => Some(at_least(self.ratio(), b)),
+                Target::AtMost(b) => Some(at_most(num, b)),
+                Target::AtLeast(b) => Some(at_least(num, b)),
+                Target::Yes => Some(matches!(self.value, Value::Flag(true))),
+            }
+        }
+
+        /// The target as text: "<= 1.5x" (a ratio), "<= 2 ms" (a value), "yes".
+        pub fn target_text(&self) -> String {
+            let unit = if self.unit.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", self.unit)
+            };
+            match self.target {
+                Target::None => String::new(),
+                // Bounds print as written in the code: 1.5, 2, 0.8.
+                Target::RatioAtMost(b) => format!("<= {b}x"),
+                Target::RatioAtLeast(b) => format!(">= {b}x"),
+                Target::AtMost(b) => format!("<= {b}{unit}"),
+                Target::AtLeast(b) => format!(">= {b}{unit}"),
+                Target::Yes => "yes".to_string(),
+            }
+        }
+
+        fn value_text(&self) -> String {
+            match self.value {
+                Value::Num(v) if self.unit.is_empty() => num(v),
+                Value::Num(v) => format!("{} {}", num(v), self.unit),
+                Value::Flag(true) => "yes".to_string(),
+                Value::Flag(false) => "no".to_string(),
+            }
+        }
+    }
+
+    /// Facts about the run, printed above the table.
+    pub struct Meta {
+        pub date: String,
+        pub redis_version: String,
+        pub nproc: usize,
+        pub git: String,
+        pub filters: Vec<String>,
+    }
+
+    impl Meta {
+        pub fn collect(filters: &[String]) -> Meta {
+            Meta {
+                date: utc_now(),
+                redis_version: redis_version(),
+                nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+                git: git_describe(),
+                filters: filters.to_vec(),
+            }
+        }
+    }
+
+    pub struct Report {
+        meta: Meta,
+        rows: Vec<Row>,
+    }
+
+    impl Report {
+        pub fn new(meta: Meta) -> Report {
+            Report {
+                meta,
+                rows: Vec::new(),
+            }
+        }
+
+        /// Adds a row (and echoes it to stderr, so progress shows what was measured).
+        pub fn add(&mut self, row: Row) {
+            let verdict = match row.pass() {
+                Some(true) => " [ok]",
+                Some(false) => " [MISS]",
+                None => "",
+            };
+            let vs = match (&row.baseline, row.ratio()) {
+                (Some((b, _)), Some(r)) => format!(" = {:.2}x {b}", r),
+                _ => String::new(),
+            };
+            eprintln!("bench:    {}: {}{vs}{verdict}", row.name, row.value_text());
+            self.rows.push(row);
+        }
+
+        pub fn markdown(&self) -> String {
+            let m = &self.meta;
+            let mut s = String::new();
+            let _ = writeln!(s, "# corral benchmark\n");
+            let _ = writeln!(
+                s,
+                "{} · redis {} · nproc {} · corral {}{}\n",
+                m.date,
+                m.redis_version,
+                m.nproc,
+                m.git,
+                if m.filters.is_empty() {
+                    String::new()
+                } else {
+                    format!(" · filter: {}", m.filters.join(" "))
+                }
+            );
+            s += "| Family | Measurement | Value | Baseline | Baseline value | Ratio | Target | Result |\n";
+            s += "|---|---|---:|---|---:|---:|---|---|\n";
+            for r in &self.rows {
+                let (bname, bvalue) = match &r.baseline {
+                    Some((n, v)) => (n.clone(), with_unit(*v, &r.unit)),
+                    None => (String::new(), String::new()),
+                };
+                let ratio = r.ratio().map(|x| format!("{x:.2}x")).unwrap_or_default();
+                let result = match r.pass() {
+                    Some(true) => "ok",
+                    Some(false) => "**MISS**",
+                    None => "",
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.family,
+                    cell(&r.name),
+                    r.value_text(),
+                    cell(&bname),
+                    bvalue,
+                    ratio,
+                    r.target_text(),
+                    result
+                );
+            }
+            let with_target: Vec<&Row> = self.rows.iter().filter(|r| r.pass().is_some()).collect();
+            let missed: Vec<String> = with_target
+                .iter()
+                .filter(|r| r.pass() == Some(false))
+                .map(|r| match &r.baseline {
+                    Some((b, _)) => format!("{} vs {b}", r.name),
+                    None => r.name.clone(),
+                })
+                .collect();
+            let _ = write!(
+                s,
+                "\n{} targets: {} met, {} missed",
+                with_target.len(),
+                with_target.len() - missed.len(),
+                missed.len()
+            );
+            if !missed.is_empty() {
+                let _ = write!(s, " (MISS: {})", missed.join("; "));
+            }
+            s += ".\n";
+            s
+        }
+
+        pub fn json(&self) -> String {
+            let m = &self.meta;
+            let mut s = String::from("{\n");
+            let _ = writeln!(s, "  \"date\": {},", jstr(&m.date));
+            let _ = writeln!(s, "  \"redis_version\": {},", jstr(&m.redis_version));
+            let _ = writeln!(s, "  \"nproc\": {},", m.nproc);
+            let _ = writeln!(s, "  \"git\": {},", jstr(&m.git));
+            let filters: Vec<String> = m.filters.iter().map(|f| jstr(f)).collect();
+            let _ = writeln!(s, "  \"filters\": [{}],", filters.join(", "));
+            s += "  \"rows\": [\n";
+            for (i, r) in self.rows.iter().enumerate() {
+                let value = match r.value {
+                    Value::Num(v) => jnum(v),
+                    Value::Flag(b) => b.to_string(),
+                };
+                let (bname, bvalue) = match &r.baseline {
+                    Some((n, v)) => (jstr(n), jnum(*v)),
+                    None => ("null".to_string(), "null".to_string()),
+                };
+                let target = match r.target {
+                    Target::None => "null".to_string(),
+                    _ => jstr(&r.target_text()),
+                };
+                let _ = write!(
+                    s,
+                    "    {{\"family\": {}, \"name\": {}, \"value\": {value}, \"unit\": {}, \
+                     \"baseline_name\": {bname}, \"baseline_value\": {bvalue}, \"ratio\": {}, \
+                     \"target\": {target}, \"pass\": {}}}",
+                    jstr(&r.family),
+                    jstr(&r.name),
+                    jstr(&r.unit),
+                    r.ratio().map_or("null".to_string(), jnum),
+                    r.pass().map_or("null".to_string(), |p| p.to_string()),
+                );
+                s += if i + 1 < self.rows.len() { ",\n" } else { "\n" };
+            }
+            s += "  ]\n}\n";
+            s
+        }
+    }
+
+    /// A number for the table: a few significant digits, thousands separated.
+    pub fn num(x: f64) -> String {
+        if !x.is_finite() {
+            return "n/a".to_string();
+        }
+        let a = x.abs();
+        if a >= 1000.0 {
+            let digits = format!("{:.0}", a);
+            let mut grouped = String::new();
+            for (i, ch) in digits.chars().enumerate() {
+                if i > 0 && (digits.len() - i) % 3 == 0 {
+                    grouped.push(',');
+                }
+                grouped.push(ch);
+            }
+            format!("{}{grouped}", if x < 0.0 { "-" } else { "" })
+        } else if a >= 100.0 {
+            format!("{x:.0}")
+        } else if a >= 10.0 {
+            format!("{x:.1}")
+        } else if a >= 1.0 {
+            format!("{x:.2}")
+        } else {
+            format!("{x:.3}")
+        }
+    }
+
+    fn with_unit(x: f64, unit: &str) -> String {
+        if unit.is_empty() {
+            num(x)
+        } else {
+            format!("{} {unit}", num(x))
+        }
+    }
+
+    /// A Markdown table cell: `|` would end the cell.
+    fn cell(s: &str) -> String {
+        s.replace('|', "\\|")
+    }
+
+    /// A JSON string literal.
+    fn jstr(s: &str) -> String {
+        let mut out = String::from("\"");
+        for ch in s.chars() {
+            match ch {
+                '"' => out += "\\\"",
+                '\\' => out += "\\\\",
+                '\n' => out += "\\n",
+                '\r' => out += "\\r",
+                '\t' => out += "\\t",
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    /// A JSON number (`null` for NaN/infinity, which JSON cannot express).
+    fn jnum(x: f64) -> String {
+        if x.is_finite() {
+            format!("{x}")
+        } else {
+            "null".to_string()
+        }
+    }
+
+    /// "YYYY-MM-DD HH:MM UTC", from the system clock (no date crate needed).
+    fn utc_now() -> String {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()) as i64;
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Civil date from days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!(
+            "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+            rem / 3600,
+            rem % 3600 / 60
+        )
+    }
+
+    /// The version of the redis-server the harness runs (`redis-server --version`).
+    fn redis_version() -> String {
+        let out = std::process::Command::new(super::common::redis_server_bin())
+            .arg("--version")
+            .output();
+        let text = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .unwrap_or("unknown")
+            .to_string()
+    }
+
+    /// `git describe --always --dirty` of the repo, or "unknown".
+    fn git_describe() -> String {
+        std::process::Command::new("git")
+            .args(["describe", "--always", "--dirty"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+/// A tiny RESP2 client over a plain `TcpStream`.
+///
+/// The `redis` crate is used for one-off commands; this client is for the hot loops, where
+/// the client's own cost should stay small and equal for corral and its baselines (commands
+/// are encoded once, before timing), and for the 10,000-socket test (one fd and a 64-byte
+/// buffer per socket).
+mod resp {
+    use std::io::{self, BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    /// One reply.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum Reply {
+        Status(String),
+        Error(String),
+        Int(i64),
+        Bulk(Option<Vec<u8>>),
+        Array(Option<Vec<Reply>>),
+    }
+
+    /// Appends one command, RESP-encoded, to `buf`.
+    pub fn encode(buf: &mut Vec<u8>, args: &[&[u8]]) {
+        buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            buf.extend_from_slice(a);
+            buf.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// A connection: writes go straight to the socket, replies are read through a buffer.
+    pub struct Conn {
+        reader: BufReader<TcpStream>,
+        line: Vec<u8>,
+    }
+
+    impl Conn {
+        /// Connects to 127.0.0.1:`port`; `buffer` is the read buffer's size.
+        pub fn connect(port: u16, buffer: usize) -> io::Result<Conn> {
+            let stream = TcpStream::connect(("127.0.0.1", port))?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            Ok(Conn {
+                reader: BufReader::with_capacity(buffer, stream),
+                line: Vec::new(),
+            })
+        }
+
+        pub fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
+            self.reader.get_ref().set_read_timeout(Some(t))
+        }
+
+        /// Sends already-encoded commands.
+        pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+            // The BufReader buffers reads only, so writing to its stream is safe.
+            self.reader.get_mut().write_all(bytes)
+        }
+
+        /// Encodes and sends one command (its reply is read later with [`Conn::read`]).
+        pub fn send(&mut self, args: &[&[u8]]) -> io::Result<()> {
+            let mut buf = Vec::new();
+            encode(&mut buf, args);
+            self.send_raw(&buf)
+        }
+
+        /// Sends one command and reads its reply.
+        pub fn call(&mut self, args: &[&[u8]]) -> io::Result<Reply> {
+            self.send(args)?;
+            self.read()
+        }
+
+        /// Reads the next reply.
+        pub fn read(&mut self) -> io::Result<Reply> {
+            self.line.clear();
+            self.reader.read_until(b'\n', &mut self.line)?;
+            if self.line.len() < 3 || !self.line.ends_with(b"\r\n") {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed mid-reply",
+                ));
+            }
+            let kind = self.line[0];
+            let body = String::from_utf8_lossy(&self.line[1..self.line.len() - 2]).into_owned();
+            let int = |s: &str| {
+                s.parse::<i64>().map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("bad integer {s:?}"))
+                })
+            };
+            Ok(match kind {
+                b'+' => Reply::Status(body),
+                b'-' => Reply::Error(body),
+                b':' => Reply::Int(int(&body)?),
+                b'$' => match int(&body)? {
+                    n if n < 0 => Reply::Bulk(None),
+                    n => {
+                        let mut data = vec![0; n as usize + 2];
+                        self.reader.read_exact(&mut data)?;
+                        data.truncate(n as usize);
+                        Reply::Bulk(Some(data))
+                    }
+                },
+                b'*' => match int(&body)? {
+                    n if n < 0 => Reply::Array(None),
+                    n => Reply::Array(Some(
+                        (0..n).map(|_| self.read()).collect::<io::Result<_>>()?,
+                    )),
+                },
+                other => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("unknown RESP type byte {:?}", other as char),
+                    ))
+                }
+            })
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+/// Helpers shared by the sections.
+mod util {
+    use std::collections::HashMap;
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    use std::thread::JoinHandle;
+    use std::time::{Duration, Instant};
+
+    use super::common::Server;
+
+    /// `INFO commandstats` as `command name → (calls, usec)`, names as Redis spells them
+    /// after `cmdstat_` (`resv.lock`, `set`, `evalsha`…).
+    pub fn cmdstats(conn: &mut redis::Connection) -> HashMap<String, (u64, u64)> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(conn)
+            .expect("INFO commandstats");
+        let mut out = HashMap::new();
+        for line in info.lines() {
+            let Some((name, fields)) = line.trim_end().split_once(':') else {
+                continue;
+            };
+            let Some(name) = name.strip_prefix("cmdstat_") else {
+                continue;
+            };
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            out.insert(name.to_string(), (field("calls"), field("usec")));
+        }
+        out
+    }
+
+    pub fn reset_stats(conn: &mut redis::Connection) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(conn)
+            .expect("CONFIG RESETSTAT");
+    }
+
+    /// The smallest of some numbers (NaN if none).
+    pub fn min(xs: &[f64]) -> f64 {
+        xs.iter().copied().fold(f64::NAN, f64::min)
+    }
+
+    /// The `q`-quantile (0..=1) of sorted numbers, nearest-rank method.
+    pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+        let rank = (q * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+
+    /// `RESV.INFO key` as (holder, waiters); None when the key is free.
+    pub fn resv_info(conn: &mut redis::Connection, key: &str) -> Option<(String, i64)> {
+        let v: redis::Value = redis::cmd("RESV.INFO")
+            .arg(key)
+            .query(conn)
+            .expect("RESV.INFO");
+        // RESP2 turns the map into a flat [k1, v1, k2, v2…] array.
+        let fields: Vec<redis::Value> = match v {
+            redis::Value::Nil => return None,
+            redis::Value::Array(a) => a,
+            redis::Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            other => panic!("unexpected RESV.INFO reply {other:?}"),
+        };
+        let mut holder = String::new();
+        let mut waiters = -1;
+        for kv in fields.chunks(2) {
+            match (&kv[0], kv.get(1)) {
+                (redis::Value::BulkString(k), Some(redis::Value::BulkString(v)))
+                    if k == b"holder" =>
+                {
+                    holder = String::from_utf8_lossy(v).into_owned();
+                }
+                (redis::Value::BulkString(k), Some(redis::Value::Int(n))) if k == b"waiters" => {
+                    waiters = *n;
+                }
+                _ => {}
+            }
+        }
+        Some((holder, waiters))
+    }
+
+    /// Polls `RESV.INFO key` until `holder` holds it with at least one waiter queued: true.
+    /// False as soon as someone else holds it or it is free (or after 5 s).
+    pub fn wait_queued(conn: &mut redis::Connection, key: &str, holder: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match resv_info(conn, key) {
+                Some((h, w)) if h == holder && w >= 1 => return true,
+                Some((h, _)) if h == holder => {}
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    /// What a [`Waiter`] got: when its `RESV.LOCK … BLOCK` reply arrived, and the token.
+    pub struct Grant {
+        pub at: Instant,
+        pub token: Option<i64>,
+    }
+
+    /// A thread with its own connection that, when told, sends
+    /// `RESV.LOCK key holder ttl BLOCK block`, notes the instant its reply arrives, releases
+    /// the lock if it got it, and only then reports the [`Grant`] (so the key is free again
+    /// when the caller hears back).
+    pub struct Waiter {
+        requests: Option<Sender<(String, String, u64, u64)>>,
+        grants: Receiver<Grant>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Waiter {
+        pub fn spawn(server: &Server) -> Waiter {
+            let mut conn = server.conn();
+            let (req_tx, req_rx) = channel::<(String, String, u64, u64)>();
+            let (grant_tx, grant_rx) = channel();
+            let thread = std::thread::spawn(move || {
+                for (key, holder, ttl, block) in req_rx {
+                    let token: Option<i64> = redis::cmd("RESV.LOCK")
+                        .arg(&key)
+                        .arg(&holder)
+                        .arg(ttl)
+                        .arg("BLOCK")
+                        .arg(block)
+                        .query(&mut conn)
+                        .expect("waiter's RESV.LOCK");
+                    let at = Instant::now();
+                    if token.is_some() {
+                        let _: i64 = redis::cmd("RESV.RELEASE")
+                            .arg(&key)
+                            .arg(&holder)
+                            .query(&mut conn)
+                            .expect("waiter's RESV.RELEASE");
+                    }
+                    if grant_tx.send(Grant { at, token }).is_err() {
+                        break;
+                    }
+                }
+            });
+            Waiter {
+                requests: Some(req_tx),
+                grants: grant_rx,
+                thread: Some(thread),
+            }
+        }
+
+        /// Tells the thread to send its blocking lock (returns at once).
+        pub fn lock(&self, key: &str, holder: &str, ttl_ms: u64, block_ms: u64) {
+            self.requests
+                .as_ref()
+                .unwrap()
+                .send((key.to_string(), holder.to_string(), ttl_ms, block_ms))
+                .expect("waiter thread is gone (see its panic above)");
+        }
+
+        /// Waits for the outcome of the last [`Waiter::lock`].
+        pub fn grant(&self) -> Grant {
+            self.grants
+                .recv_timeout(Duration::from_secs(30))
+                .expect("waiter thread did not report (see its panic above, if any)")
+        }
+    }
+
+    impl Drop for Waiter {
+        fn drop(&mut self) {
+            self.requests.take(); // ends the thread's loop
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+/// RESV: locks with fencing tokens and FIFO blocking waiters.
+mod resv {
+    use std::time::{Duration, Instant};
+
+    use super::common::{Server, ServerOptions};
+    use super::report::{Report, Row, Target};
+    use super::resp::{self, Reply};
+    use super::util::{self, cmdstats, min, percentile, reset_stats, Waiter};
+
+    const FAMILY: &str = "RESV";
+
+    /// A script-based lock as lock libraries send it: `SET NX PX` inside a script…
+    const LUA_LOCK: &str = "return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])";
+    /// …and the compare-and-delete unlock.
+    const LUA_UNLOCK: &str =
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+    /// A command's arguments (name first).
+    type Args = Vec<Vec<u8>>;
+
+    /// Whether a reply is the success a command should get.
+    type Check = fn(&Reply) -> bool;
+
+    /// A fixed sequence of commands, repeated, whose server time `INFO commandstats` measures.
+    struct Workload {
+        label: &'static str,
+        /// One iteration: each command with a check that its reply is the expected success.
+        cmds: Vec<(Args, Check)>,
+        /// The `cmdstat_` entries whose usec make up this workload's server time.
+        stats: &'static [&'static str],
+    }
+
+    /// What one measured run of a [`Workload`] cost the server.
+    struct ServerTime {
+        /// usec per iteration: the sum of `stats`' usec over the iterations.
+        per_iter: f64,
+        /// usec per call of each entry of `stats`, in order.
+        per_call: Vec<f64>,
+    }
+
+    fn args(parts: &[&str]) -> Args {
+        parts.iter().map(|p| p.as_bytes().to_vec()).collect()
+    }
+
+    fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
+        v.iter().map(|a| a.as_slice()).collect()
+    }
+
+    fn is_int(r: &Reply) -> bool {
+        matches!(r, Reply::Int(_))
+    }
+
+    fn is_one(r: &Reply) -> bool {
+        *r == Reply::Int(1)
+    }
+
+    fn is_ok(r: &Reply) -> bool {
+        *r == Reply::Status("OK".into())
+    }
+
+    fn is_nil(r: &Reply) -> bool {
+        *r == Reply::Bulk(None) || *r == Reply::Array(None)
+    }
+
+    /// Runs `iters` iterations of `w` on `conn`, `BATCH` iterations per pipeline, after a
+    /// `CONFIG RESETSTAT` on `admin`; returns what `INFO commandstats` says they cost.
+    fn measure(
+        conn: &mut resp::Conn,
+        admin: &mut redis::Connection,
+        w: &Workload,
+        iters: usize,
+    ) -> ServerTime {
+        const BATCH: usize = 100;
+        let mut batch = Vec::new();
+        for _ in 0..BATCH {
+            for (cmd, _) in &w.cmds {
+                resp::encode(&mut batch, &refs(cmd));
+            }
+        }
+        reset_stats(admin);
+        for _ in 0..iters / BATCH {
+            conn.send_raw(&batch).expect("send");
+            for _ in 0..BATCH {
+                for (cmd, ok) in &w.cmds {
+                    let r = conn.read().expect("read");
+                    assert!(
+                        ok(&r),
+                        "{}: unexpected reply {r:?} to {:?}",
+                        w.label,
+                        String::from_utf8_lossy(&cmd[0])
+                    );
+                }
+            }
+        }
+        let stats = cmdstats(admin);
+        let iters = (iters / BATCH * BATCH) as f64;
+        let mut total = 0.0;
+        let per_call = w
+            .stats
+            .iter()
+            .map(|name| {
+                let (calls, usec) = stats.get(*name).copied().unwrap_or((0, 0));
+                assert!(calls > 0, "{}: no cmdstat_{name} in INFO", w.label);
+                total += usec as f64;
+                usec as f64 / calls as f64
+            })
+            .collect();
+        ServerTime {
+            per_iter: total / iters,
+            per_call,
+        }
+    }
+
+    /// (a) Server time per lock + release, from `INFO commandstats`, against `SET NX PX` +
+    /// `DEL` and against the Lua lock/unlock scripts, all on one server.
+    ///
+    /// Each workload runs `ITERS` lock+unlock pairs on one key, pipelined 100 pairs at a
+    /// time (the client's speed does not matter: only the server's time per call counts).
+    /// It runs `ROUNDS` times, interleaved with the others, after a `CONFIG RESETSTAT`
+    /// each time; each workload's best (lowest) round is reported. Noise on this 2-core
+    /// machine (client and server share it) only ever adds time, so the minimum is the
+    /// steadiest estimate; rounds vary by ±20% from one another.
+    ///
+    /// Lua accounting (checked on Redis 7.0.15): commands a script runs with `redis.call`
+    /// are also counted under their own entries (`cmdstat_set`, `cmdstat_get`,
+    /// `cmdstat_del`), and `cmdstat_evalsha`'s usec already covers the whole script run,
+    /// those inner calls included. So the Lua baseline is `cmdstat_evalsha` alone; adding
+    /// the inner entries would count them twice.
+    ///
+    /// A fourth, informational workload shows the floor of any module command here:
+    /// `RESV.INFO` on a free key (parse, open an empty key, reply nil) against `GET` on a
+    /// missing key, so the gap above that floor is visibly corral's own work.
+    pub fn server_time(report: &mut Report) {
+        const ITERS: usize = 50_000;
+        const ROUNDS: usize = 5;
+
+        let srv = Server::start();
+        let mut admin = srv.conn();
+        let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+        let load = |admin: &mut redis::Connection, src: &str| -> String {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(src)
+                .query(admin)
+                .expect("SCRIPT LOAD")
+        };
+        let lock_sha = load(&mut admin, LUA_LOCK);
+        let unlock_sha = load(&mut admin, LUA_UNLOCK);
+
+        let workloads = [
+            Workload {
+                label: "corral",
+                cmds: vec![
+                    (args(&["RESV.LOCK", "k", "holder", "10000"]), is_int),
+                    (args(&["RESV.RELEASE", "k", "holder"]), is_one),
+                ],
+                stats: &["resv.lock", "resv.release"],
+            },
+            Workload {
+                label: "SET NX PX + DEL",
+                cmds: vec![
+                    (args(&["SET", "k", "holder", "NX", "PX", "10000"]), is_ok),
+                    (args(&["DEL", "k"]), is_one),
+                ],
+                stats: &["set", "del"],
+            },
+            Workload {
+                label: "Lua lock + unlock (EVALSHA)",
+                cmds: vec![
+                    (
+                        args(&["EVALSHA", &lock_sha, "1", "k", "holder", "10000"]),
+                        is_ok,
+                    ),
+                    (args(&["EVALSHA", &unlock_sha, "1", "k", "holder"]), is_one),
+                ],
+                stats: &["evalsha"],
+            },
+            Workload {
+                label: "floor",
+                cmds: vec![
+                    (args(&["RESV.INFO", "free"]), is_nil),
+                    (args(&["GET", "free"]), is_nil),
+                ],
+                stats: &["resv.info", "get"],
+            },
+        ];
+
+        // Warm up (allocator, dict sizes, script cache, CPU frequency), unmeasured.
+        for w in &workloads {
+            measure(&mut conn, &mut admin, w, ITERS / 10);
+        }
+        let mut runs: Vec<Vec<ServerTime>> = workloads.iter().map(|_| Vec::new()).collect();
+        for round in 0..ROUNDS {
+            for (i, w) in workloads.iter().enumerate() {
+                let t = measure(&mut conn, &mut admin, w, ITERS);
+                eprintln!(
+                    "bench:    round {round}: {}: {:.3} usec per iteration ({:.3?} per call)",
+                    w.label, t.per_iter, t.per_call
+                );
+                runs[i].push(t);
+            }
+        }
+        // Best round of workload i: per iteration, and per call of its j-th stat.
+        let iter = |i: usize| min(&runs[i].iter().map(|t| t.per_iter).collect::<Vec<_>>());
+        let call =
+            |i: usize, j: usize| min(&runs[i].iter().map(|t| t.per_call[j]).collect::<Vec<_>>());
+
+        let pair_name = "server time, LOCK + RELEASE (per pair)";
+        report.add(
+            Row::new(FAMILY, pair_name, iter(0), "us")
+                .vs(workloads[1].label, iter(1))
+                .target(Target::RatioAtMost(1.5)),
+        );
+        report.add(
+            Row::new(FAMILY, pair_name, iter(0), "us")
+                .vs(workloads[2].label, iter(2))
+                .target(Target::RatioAtMost(0.5)),
+        );
+        report.add(
+            Row::new(FAMILY, "server time, RESV.LOCK alone", call(0, 0), "us")
+                .vs("SET NX PX", call(1, 0)),
+        );
+        report.add(
+            Row::new(FAMILY, "server time, RESV.RELEASE alone", call(0, 1), "us")
+                .vs("DEL", call(1, 1)),
+        );
+        report.add(
+            Row::new(
+                FAMILY,
+                "server time, RESV.INFO on a free key (module command floor)",
+                call(3, 0),
+                "us",
+            )
+            .vs("GET on a missing key", call(3, 1)),
+        );
+    }
+
+    /// (b) Client-side throughput of pipelined `RESV.LOCK` on distinct keys against
+    /// `SET NX PX`: 200,000 commands each, in pipelines of 100, keys `k0`…`k199999`.
+    ///
+    /// The two run side by side on one server, interleaved pipeline by pipeline: corral's
+    /// on a connection in db 0, SET's on one in db 1 (FLUSHALL before each round, so both
+    /// start from an empty keyspace and grow alike). Each pipeline is timed on its own and
+    /// the times are summed per side, so a noisy moment on this shared 2-core machine hits
+    /// both sides alike (sequential runs gave ratios from 0.53 to 0.84 from one run to the
+    /// next). Commands are encoded before the clock starts. Of `ROUNDS` rounds, the one
+    /// with the median ratio is reported.
+    ///
+    /// An informational row gives the server time per call in that round (commandstats),
+    /// to tell the server's share of a gap from the rest (parsing, replies, syscalls).
+    pub fn pipelined_throughput(report: &mut Report) {
+        const OPS: usize = 200_000;
+        const BATCH: usize = 100;
+        const ROUNDS: usize = 5;
+
+        let srv = Server::start();
+        let mut admin = srv.conn();
+        let mut corral_conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+        let mut set_conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+        let selected = set_conn.call(&[b"SELECT", b"1"]).expect("SELECT 1");
+        assert!(is_ok(&selected), "SELECT 1: {selected:?}");
+
+        // Pre-encoded pipelines, one Vec per batch.
+        let encode_all = |cmd: &dyn Fn(&str) -> Args| -> Vec<Vec<u8>> {
+            (0..OPS / BATCH)
+                .map(|b| {
+                    let mut buf = Vec::new();
+                    for i in b * BATCH..(b + 1) * BATCH {
+                        resp::encode(&mut buf, &refs(&cmd(&format!("k{i}"))));
+                    }
+                    buf
+                })
+                .collect()
+        };
+        let corral = encode_all(&|k| args(&["RESV.LOCK", k, "holder", "60000"]));
+        let set = encode_all(&|k| args(&["SET", k, "holder", "NX", "PX", "60000"]));
+
+        // Sends one pipeline, reads its replies (each must pass `ok`); returns the seconds.
+        let pipeline = |conn: &mut resp::Conn, batch: &[u8], ok: Check| -> f64 {
+            let t = Instant::now();
+            conn.send_raw(batch).expect("send");
+            for _ in 0..BATCH {
+                let r = conn.read().expect("read");
+                assert!(ok(&r), "unexpected reply {r:?}");
+            }
+            t.elapsed().as_secs_f64()
+        };
+
+        struct Round {
+            corral_ops: f64,
+            set_ops: f64,
+            /// Server usec per call (commandstats) of RESV.LOCK and of SET.
+            corral_usec: f64,
+            set_usec: f64,
+        }
+        let mut rounds = Vec::new();
+        for round in 0..ROUNDS {
+            let _: () = redis::cmd("FLUSHALL").query(&mut admin).expect("FLUSHALL");
+            reset_stats(&mut admin);
+            let (mut corral_s, mut set_s) = (0.0, 0.0);
+            for (c, s) in corral.iter().zip(&set) {
+                corral_s += pipeline(&mut corral_conn, c, is_int);
+                set_s += pipeline(&mut set_conn, s, is_ok);
+            }
+            let stats = cmdstats(&mut admin);
+            let usec = |name: &str| {
+                let (calls, usec) = stats.get(name).copied().unwrap_or((0, 0));
+                assert_eq!(calls, OPS as u64, "cmdstat_{name} calls");
+                usec as f64 / calls as f64
+            };
+            let r = Round {
+                corral_ops: OPS as f64 / corral_s,
+                set_ops: OPS as f64 / set_s,
+                corral_usec: usec("resv.lock"),
+                set_usec: usec("set"),
+            };
+            eprintln!(
+                "bench:    round {round}: RESV.LOCK {:.0} ops/s ({:.3} usec/call), \
+                 SET NX PX {:.0} ops/s ({:.3} usec/call): {:.2}x",
+                r.corral_ops,
+                r.corral_usec,
+                r.set_ops,
+                r.set_usec,
+                r.corral_ops / r.set_ops
+            );
+            rounds.push(r);
+        }
+        rounds.sort_by(|a, b| (a.corral_ops / a.set_ops).total_cmp(&(b.corral_ops / b.set_ops)));
+        let r = &rounds[rounds.len() / 2];
+
+        report.add(
+            Row::new(
+                FAMILY,
+                "pipelined RESV.LOCK, distinct keys, 100 per pipeline",
+                r.corral_ops,
+                "ops/s",
+            )
+            .vs("SET NX PX", r.set_ops)
+            .target(Target::RatioAtLeast(0.8)),
+        );
+        report.add(
+            Row::new(
+                FAMILY,
+                "server time per RESV.LOCK in that run (distinct keys)",
+                r.corral_usec,
+                "us",
+            )
+            .vs("SET NX PX", r.set_usec),
+        );
+    }
+
+    /// (c) How soon a blocked waiter hears of its grant after the holder's RELEASE.
+    ///
+    /// Each iteration: the holder locks `k`; a waiter thread (own connection) sends
+    /// `RESV.LOCK k w 10000 BLOCK 5000`; once `RESV.INFO` shows it queued, the holder notes
+    /// t0 and sends RESV.RELEASE; the waiter notes when its reply arrives (t1) and releases.
+    /// Latency = t1 − t0, on this process's monotonic clock. It includes the RELEASE's trip
+    /// to the server, the hand-off and the grant's trip back.
+    pub fn wake_after_release(report: &mut Report) {
+        const ITERATIONS: usize = 500;
+        let srv = Server::start();
+        let mut holder = srv.conn();
+        let waiter = Waiter::spawn(&srv);
+        let mut lat_ms = Vec::with_capacity(ITERATIONS);
+        for _ in 0..ITERATIONS {
+            let t: Option<i64> = redis::cmd("RESV.LOCK")
+                .arg("k")
+                .arg("h")
+                .arg(10_000)
+                .query(&mut holder)
+                .expect("holder's RESV.LOCK");
+            assert!(t.is_some(), "holder could not lock a free key");
+            waiter.lock("k", "w", 10_000, 5_000);
+            assert!(
+                util::wait_queued(&mut holder, "k", "h"),
+                "the waiter never showed up in RESV.INFO"
+            );
+            let t0 = Instant::now();
+            let _: i64 = redis::cmd("RESV.RELEASE")
+                .arg("k")
+                .arg("h")
+                .query(&mut holder)
+                .expect("holder's RESV.RELEASE");
+            let grant = waiter.grant();
+            assert!(grant.token.is_some(), "the waiter was not granted the lock");
+            lat_ms.push(grant.at.duration_since(t0).as_secs_f64() * 1e3);
+        }
+        lat_ms.sort_by(f64::total_cmp);
+        let name = format!("wake latency after RELEASE (n={ITERATIONS})");
+        report.add(Row::new(
+            FAMILY,
+            &format!("{name}, p50"),
+            percentile(&lat_ms, 0.5),
+            "ms",
+        ));
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!("{name}, p99"),
+                percentile(&lat_ms, 0.99),
+                "ms",
+            )
+            .target(Target::AtMost(2.0)),
+        );
+    }
+
+    /// (d) How soon a blocked waiter hears of its grant after the holder's lease lapses.
+    ///
+    /// Each iteration: note t_sent, then the holder locks `k` for 30 ms; the waiter thread
+    /// blocks on `k`; the lease lapses and the waiter is granted at t1 (reply arrival).
+    /// The server computes the deadline from its clock when it runs the LOCK, which is after
+    /// t_sent, so t_sent + 30 ms is a lower bound of the real deadline and
+    /// latency = t1 − (t_sent + 30 ms) is an upper bound of the real lapse-to-grant delay
+    /// (it also includes the LOCK's trip to the server, and up to 1 ms of the server's
+    /// millisecond clock). Iterations where the waiter was not yet queued when the lease
+    /// lapsed (a scheduling hiccup) are discarded and counted.
+    pub fn wake_after_deadline(report: &mut Report) {
+        const ITERATIONS: usize = 300;
+        const TTL_MS: u64 = 30;
+        let srv = Server::start();
+        let mut holder = srv.conn();
+        let waiter = Waiter::spawn(&srv);
+        let mut lat_ms = Vec::with_capacity(ITERATIONS);
+        let mut discarded = 0;
+        for _ in 0..ITERATIONS {
+            let t_sent = Instant::now();
+            let t: Option<i64> = redis::cmd("RESV.LOCK")
+                .arg("k")
+                .arg("h")
+                .arg(TTL_MS)
+                .query(&mut holder)
+                .expect("holder's RESV.LOCK");
+            assert!(t.is_some(), "holder could not lock a free key");
+            waiter.lock("k", "w", 10_000, 5_000);
+            let queued = util::wait_queued(&mut holder, "k", "h");
+            let grant = waiter.grant();
+            assert!(grant.token.is_some(), "the waiter was not granted the lock");
+            if !queued {
+                discarded += 1;
+                continue;
+            }
+            let deadline = t_sent + Duration::from_millis(TTL_MS);
+            let ms = if grant.at >= deadline {
+                grant.at.duration_since(deadline).as_secs_f64() * 1e3
+            } else {
+                -(deadline.duration_since(grant.at).as_secs_f64() * 1e3)
+            };
+            lat_ms.push(ms);
+        }
+        if discarded > 0 {
+            eprintln!("bench:    {discarded} iterations discarded (waiter queued too late)");
+        }
+        lat_ms.sort_by(f64::total_cmp);
+        let name = format!("wake latency after lease lapse (n={})", lat_ms.len());
+        report.add(Row::new(
+            FAMILY,
+            &format!("{name}, p50"),
+            percentile(&lat_ms, 0.5),
+            "ms",
+        ));
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!("{name}, p99"),
+                percentile(&lat_ms, 0.99),
+                "ms",
+            )
+            .target(Target::AtMost(5.0)),
+        );
+    }
+
+    /// (e) 10,000 clients blocked on one key are all served, in arrival order.
+    ///
+    /// One holder takes `big`. 10,000 raw sockets each send `RESV.LOCK big w<i> 60000
+    /// BLOCK 0`, one at a time: socket i+1 sends only once `RESV.INFO` counts i+1 waiters,
+    /// so the queue order is known to be 0, 1, 2…. Then the holder releases, and for each i
+    /// in order we read socket i's reply (a token; 10 s read timeout), check that tokens
+    /// strictly increase, and release w<i> on the control connection, which hands the lock
+    /// to the next waiter. A waiter served out of turn would leave socket i silent: the read
+    /// times out, and RESV.INFO tells who got the lock instead.
+    pub fn many_waiters(report: &mut Report) {
+        const CLIENTS: usize = 10_000;
+        let srv = Server::start_with(ServerOptions::new().config("maxclients", "20000"));
+        let mut ctl = srv.conn();
+
+        // Redis lowers maxclients to what its fd limit allows (scripts/bench raises it).
+        let cfg: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxclients")
+            .query(&mut ctl)
+            .expect("CONFIG GET maxclients");
+        let maxclients: usize = cfg.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if maxclients < CLIENTS + 100 {
+            report.add(
+                Row::flag(
+                    FAMILY,
+                    &format!(
+                        "10,000 blocked clients: not run, server maxclients is {maxclients} \
+                         (raise the fd limit: ulimit -n)"
+                    ),
+                    false,
+                )
+                .target(Target::Yes),
+            );
+            return;
+        }
+
+        let first: Option<i64> = redis::cmd("RESV.LOCK")
+            .arg("big")
+            .arg("h")
+            .arg(60_000)
+            .query(&mut ctl)
+            .expect("holder's RESV.LOCK");
+        let mut last_token = first.expect("holder could not lock a free key");
+
+        let t_queue = Instant::now();
+        let mut socks = Vec::with_capacity(CLIENTS);
+        for i in 0..CLIENTS {
+            let mut c = resp::Conn::connect(srv.port(), 64)
+                .unwrap_or_else(|e| panic!("connecting socket {i}: {e} (fd limit?)"));
+            c.set_read_timeout(Duration::from_secs(10))
+                .expect("timeout");
+            let holder = format!("w{i}");
+            c.send(&[
+                b"RESV.LOCK",
+                b"big",
+                holder.as_bytes(),
+                b"60000",
+                b"BLOCK",
+                b"0",
+            ])
+            .expect("send");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let (_, waiters) = util::resv_info(&mut ctl, "big").expect("big is held");
+                if waiters == i as i64 + 1 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "waiter {i} was not queued within 5 s"
+                );
+            }
+            socks.push(c);
+        }
+        let queue_s = t_queue.elapsed().as_secs_f64();
+        eprintln!("bench:    {CLIENTS} waiters queued in {queue_s:.1} s");
+
+        let t0 = Instant::now();
+        let _: i64 = redis::cmd("RESV.RELEASE")
+            .arg("big")
+            .arg("h")
+            .query(&mut ctl)
+            .expect("holder's RESV.RELEASE");
+        let mut served = 0;
+        let mut in_order = true;
+        for (i, c) in socks.iter_mut().enumerate() {
+            match c.read() {
+                Ok(Reply::Int(token)) => {
+                    in_order &= token > last_token;
+                    last_token = token;
+                    served += 1;
+                }
+                other => {
+                    let now = util::resv_info(&mut ctl, "big");
+                    eprintln!("bench:    waiter {i} got {other:?}; RESV.INFO big is now {now:?}");
+                    if now.is_some_and(|(h, _)| h != format!("w{i}")) {
+                        in_order = false;
+                    }
+                    break;
+                }
+            }
+            let r: i64 = redis::cmd("RESV.RELEASE")
+                .arg("big")
+                .arg(format!("w{i}"))
+                .query(&mut ctl)
+                .unwrap_or_else(|e| panic!("RESV.RELEASE big w{i}: {e}"));
+            assert_eq!(r, 1, "RESV.RELEASE big w{i}");
+        }
+        let total_s = t0.elapsed().as_secs_f64();
+        let all = served == CLIENTS;
+
+        let name = "10,000 clients blocked on one key";
+        report.add(Row::flag(FAMILY, &format!("{name}: all served"), all).target(Target::Yes));
+        report.add(
+            Row::flag(
+                FAMILY,
+                &format!("{name}: served in FIFO order"),
+                all && in_order,
+            )
+            .target(Target::Yes),
+        );
+        report.add(Row::new(
+            FAMILY,
+            &format!("{name}: time to serve all (each grant, then its RELEASE)"),
+            total_s,
+            "s",
+        ));
+        report.add(Row::new(
+            FAMILY,
+            &format!("{name}: time to queue all (connect, LOCK BLOCK, confirm)"),
+            queue_s,
+            "s",
+        ));
+    }
+
+    /// (f) Memory of a held lock against a string with a TTL holding the same holder name.
+    ///
+    /// `MEMORY USAGE` of one key of each (same key length) is the target row. Below it, an
+    /// informational row: growth of `used_memory` per key over 100,000 keys of each, which
+    /// also counts what `MEMORY USAGE` cannot see (the expires dict for strings; the module's
+    /// own side tables, e.g. its deadline schedule, for corral).
+    pub fn memory(report: &mut Report) {
+        const HOLDER: &str = "worker-123456789";
+        const KEYS: usize = 100_000;
+        let srv = Server::start();
+        let mut c = srv.conn();
+
+        let t: Option<i64> = redis::cmd("RESV.LOCK")
+            .arg("mem:a")
+            .arg(HOLDER)
+            .arg(60_000)
+            .query(&mut c)
+            .expect("RESV.LOCK");
+        assert!(t.is_some());
+        let _: () = redis::cmd("SET")
+            .arg("mem:b")
+            .arg(HOLDER)
+            .arg("PX")
+            .arg(60_000)
+            .query(&mut c)
+            .expect("SET");
+        let usage = |c: &mut redis::Connection, key: &str| -> f64 {
+            let n: i64 = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(key)
+                .query(c)
+                .expect("MEMORY USAGE");
+            n as f64
+        };
+        let (lock_bytes, set_bytes) = (usage(&mut c, "mem:a"), usage(&mut c, "mem:b"));
+        report.add(
+            Row::new(FAMILY, "MEMORY USAGE of a held lock", lock_bytes, "bytes")
+                .vs("SET key holder PX", set_bytes)
+                .target(Target::RatioAtMost(2.0)),
+        );
+
+        // used_memory growth per key over many keys (FLUSHALL before each kind).
+        let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+        let mut per_key = |cmd: &dyn Fn(&str) -> Args| -> f64 {
+            let _: () = redis::cmd("FLUSHALL").query(&mut c).expect("FLUSHALL");
+            let used = |c: &mut redis::Connection| -> f64 {
+                let info: String = redis::cmd("INFO").arg("memory").query(c).expect("INFO");
+                super::common::info_value(&info, "used_memory")
+                    .and_then(|v| v.parse().ok())
+                    .expect("used_memory")
+            };
+            let before = used(&mut c);
+            for b in (0..KEYS).step_by(1000) {
+                let mut buf = Vec::new();
+                for i in b..b + 1000 {
+                    resp::encode(&mut buf, &refs(&cmd(&format!("mem:{i:08}"))));
+                }
+                conn.send_raw(&buf).expect("send");
+                for _ in 0..1000 {
+                    let r = conn.read().expect("read");
+                    assert!(!matches!(r, Reply::Error(_)), "unexpected reply {r:?}");
+                }
+            }
+            (used(&mut c) - before) / KEYS as f64
+        };
+        let lock_per_key = per_key(&|k| args(&["RESV.LOCK", k, HOLDER, "60000"]));
+        let set_per_key = per_key(&|k| args(&["SET", k, HOLDER, "PX", "60000"]));
+        report.add(
+            Row::new(
+                FAMILY,
+                "used_memory per held lock (100,000 keys)",
+                lock_per_key,
+                "bytes",
+            )
+            .vs("SET key holder PX", set_per_key),
+        );
+    }
+}
