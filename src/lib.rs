@@ -3,6 +3,7 @@
 //! This file is only the module table: the families, their commands, and the engine's hooks.
 //! Start reading at `engine/mod.rs` (the shared lease engine), then any family folder.
 
+pub mod alloc;
 pub mod engine;
 pub mod resv;
 pub mod sem;
@@ -17,7 +18,8 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     let ctx = unsafe { Ctx::from_raw(ctx.ctx) };
     let result = engine::init(ctx)
         .and_then(|_| family::<resv::Resv>(ctx, resv::commands::COMMANDS))
-        .and_then(|_| family::<sem::Sem>(ctx, sem::commands::COMMANDS));
+        .and_then(|_| family::<sem::Sem>(ctx, sem::commands::COMMANDS))
+        .and_then(|_| family::<alloc::Alloc>(ctx, alloc::commands::COMMANDS));
     match result {
         Ok(()) => Status::Ok,
         Err(e) => {
