@@ -592,3 +592,26 @@ fn keyspace_notifications_for_grant_release_lapse() {
     );
     assert!(events.iter().all(|(_, key)| key == "k"));
 }
+
+#[test]
+fn replica_attached_after_writes_matches_primary() {
+    // Before any replica exists corral propagates nothing (like Redis without AOF); a replica
+    // attached later gets everything through the full sync, and everything after it as effects.
+    let primary = Server::start();
+    let mut p = primary.conn();
+    for i in 0..50 {
+        lock(&mut p, &format!("k{i}"), "a", 60_000).unwrap();
+    }
+    let replica = Server::replica_of(&primary);
+    for i in 0..50 {
+        int(&mut p, &["RESV.RELEASE", &format!("k{i}"), "a"]);
+        lock(&mut p, &format!("k{i}"), "b", 60_000).unwrap();
+    }
+    primary.sync_replica(&replica);
+    let mut r = replica.conn();
+    for i in 0..50 {
+        let k = format!("k{i}");
+        assert_eq!(digest(&mut p, &k), digest(&mut r, &k), "{k}");
+        assert_eq!(info(&mut r, &k).unwrap().0, "b");
+    }
+}

@@ -39,9 +39,9 @@ impl Command for AvailableCmd {
         while a.option(&["TTL"])?.is_some() {
             once(&mut ttl, "TTL", a.ttl()?)?;
         }
-        txn::write::<Alloc>(ctx, key, |s, now, _| {
+        txn::write::<Alloc, _>(ctx, key, |s, now, _| {
             let (changed, e) = s.make_available(instance, ttl.map(|t| now + t));
-            Ok((vec![e], bool_int(changed)))
+            Ok(([e], bool_int(changed)))
         })
     }
 }
@@ -62,14 +62,14 @@ impl Command for UnavailableCmd {
         while a.option(&["REMOVE"])?.is_some() {
             once(&mut remove, "REMOVE", ())?;
         }
-        txn::write::<Alloc>(ctx, key, |s, _, _| {
+        txn::write::<Alloc, _>(ctx, key, |s, _, _| {
             if remove.is_some() {
                 let (dropped, e) = s.remove(instance);
-                Ok((e.into_iter().collect(), Reply::Int(dropped as i64)))
+                Ok((e, Reply::Int(dropped as i64)))
             } else {
                 let e = s.make_unavailable(instance);
                 let changed = e.is_some();
-                Ok((e.into_iter().collect(), bool_int(changed)))
+                Ok((e, bool_int(changed)))
             }
         })
     }
@@ -117,17 +117,17 @@ impl Command for AllocateCmd {
         while a.option(&["ONLYFOR"])?.is_some() {
             once(&mut only_for, "ONLYFOR", a.id("instance")?)?;
         }
-        txn::write::<Alloc>(ctx, key, |s, _, _| {
+        txn::write::<Alloc, _>(ctx, key, |s, _, _| {
             let reply = |instance: &Arc<[u8]>, persisted: bool| {
                 Reply::Array(vec![Reply::Bulk(instance.to_vec()), bool_int(persisted)])
             };
             match s.allocate(job, only_for) {
                 None => Err(Error::msg("NOINSTANCES no instance is available")),
-                Some(Allocation::Existing(i)) => Ok((vec![], reply(&i, false))),
+                Some(Allocation::Existing(i)) => Ok((None, reply(&i, false))),
                 Some(Allocation::New {
                     instance,
                     store: false,
-                }) => Ok((vec![], reply(&instance, false))),
+                }) => Ok((None, reply(&instance, false))),
                 Some(Allocation::New {
                     instance,
                     store: true,
@@ -137,7 +137,7 @@ impl Command for AllocateCmd {
                         job: Arc::from(job),
                         instance,
                     };
-                    Ok((vec![e], r))
+                    Ok((Some(e), r))
                 }
             }
         })
@@ -157,10 +157,10 @@ impl Command for DeallocateCmd {
     fn run(ctx: Ctx, key: RStr, mut a: Args) -> CmdResult {
         let job = a.id("job")?;
         a.finish()?;
-        txn::write::<Alloc>(ctx, key, |s, _, _| {
+        txn::write::<Alloc, _>(ctx, key, |s, _, _| {
             let e = s.deallocate(job);
             let found = e.is_some();
-            Ok((e.into_iter().collect(), bool_int(found)))
+            Ok((e, bool_int(found)))
         })
     }
 }

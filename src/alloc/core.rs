@@ -13,7 +13,7 @@ use ahash::AHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::engine::deadlines::DeadlineMap;
-use crate::engine::{Effect, Event, Family, Primitive, Reply};
+use crate::engine::{Effect, Effects, Event, Family, Primitive, Reply};
 
 /// An instance or job id, shared between the indexes that mention it.
 pub type Id = Arc<[u8]>;
@@ -333,8 +333,8 @@ impl Primitive for Alloc {
         _now: u64,
         _queued: bool,
         _token: u64,
-    ) -> Option<(Vec<AllocEffect>, Reply)> {
-        (!self.has_jobs(&drain.instance)).then(|| (Vec::new(), Reply::Int(1)))
+    ) -> Option<(Effects<AllocEffect>, Reply)> {
+        (!self.has_jobs(&drain.instance)).then(|| (Effects::new(), Reply::Int(1)))
     }
 
     /// DRAIN waits for different instances do not hold each other up.

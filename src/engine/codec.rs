@@ -36,6 +36,55 @@ pub fn encode_effects<E: Serialize>(family: Family, effects: &[E]) -> Vec<u8> {
     out
 }
 
+/// An effect batch encoded as it is applied (the same bytes `encode_effects` makes), so a
+/// transaction keeps no copy of its effects. Records nothing but a count when nothing is
+/// propagated.
+pub struct EffectLog {
+    buf: Vec<u8>,
+    count: u64,
+    recording: bool,
+}
+
+impl EffectLog {
+    const HEADER: usize = 2;
+
+    pub fn new(family: Family, recording: bool) -> Self {
+        let buf = if recording {
+            let mut b = vec![family.index() as u8, EFFECTS_VERSION];
+            b.extend_from_slice(&0u64.to_le_bytes()); // the count, patched in `payload`
+            b
+        } else {
+            Vec::new()
+        };
+        Self {
+            buf,
+            count: 0,
+            recording,
+        }
+    }
+
+    pub fn record<E: Serialize>(&mut self, effect: &E) {
+        self.count += 1;
+        if self.recording && options().serialize_into(&mut self.buf, effect).is_err() {
+            // Plain data into a Vec cannot fail; if it did, replicas must not get a torn batch.
+            self.recording = false;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The `CORRAL._APPLY` payload, or None when nothing is to be propagated.
+    pub fn payload(&mut self) -> Option<&[u8]> {
+        if !self.recording || self.count == 0 {
+            return None;
+        }
+        self.buf[Self::HEADER..Self::HEADER + 8].copy_from_slice(&self.count.to_le_bytes());
+        Some(&self.buf)
+    }
+}
+
 /// Splits a payload into its family and the encoded effects (decoded by the family's type).
 pub fn split_effects(payload: &[u8]) -> Option<(Family, &[u8])> {
     match payload {
@@ -67,5 +116,21 @@ mod tests {
         assert!(split_effects(&[0, 99]).is_none());
         assert!(split_effects(&[42, EFFECTS_VERSION]).is_none());
         assert!(split_effects(&[]).is_none());
+    }
+
+    #[test]
+    fn effect_log_encodes_like_a_batch() {
+        let mut log = EffectLog::new(Family::Sem, true);
+        for e in [1u64, 2, 3] {
+            log.record(&e);
+        }
+        assert_eq!(
+            log.payload().unwrap(),
+            &encode_effects(Family::Sem, &[1u64, 2, 3])[..]
+        );
+        let mut quiet = EffectLog::new(Family::Sem, false);
+        quiet.record(&1u64);
+        assert!(!quiet.is_empty());
+        assert!(quiet.payload().is_none());
     }
 }

@@ -167,8 +167,11 @@ unsafe extern "C" fn unlink<F: Primitive>(key: *mut raw::RedisModuleString, v: *
         if let Some(v) = value::<F>(v as *mut c_void) {
             let mut lapsed = Vec::new();
             v.lapse(u64::MAX, &mut lapsed);
-            let name = key.bytes().to_vec();
-            state::with(|e| e.last_unlinked = Some((name, F::FAMILY, lapsed.len() as u64)));
+            // An empty value (corral deleting a key it emptied) has nothing to announce.
+            if !lapsed.is_empty() {
+                let name = key.bytes().to_vec();
+                state::with(|e| e.last_unlinked = Some((name, F::FAMILY, lapsed.len() as u64)));
+            }
         }
     });
 }

@@ -30,6 +30,8 @@ pub fn subscribe(ctx: Ctx) -> bool {
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_LOADING, on_server)
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_FLUSHDB, on_server)
         && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_SWAPDB, on_server)
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_REPLICA_CHANGE, on_server)
+        && ffi::subscribe_server_event(ctx, raw::REDISMODULE_EVENT_FORK_CHILD, on_server)
 }
 
 unsafe extern "C" fn on_keyspace(
@@ -99,6 +101,15 @@ unsafe extern "C" fn on_server(
     let ctx = unsafe { Ctx::from_raw(ctx) };
     contain("server event", || {
         let id = event.id;
+        // Anything that can start feeding a replication stream: a replica attaching (every full
+        // sync forks, or joins a fork that already happened), a replica coming online, a role
+        // change. From then on corral propagates its effects for good.
+        if id == raw::REDISMODULE_EVENT_FORK_CHILD
+            || id == raw::REDISMODULE_EVENT_REPLICA_CHANGE
+            || id == raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED
+        {
+            state::note_replication();
+        }
         if id == raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED && subevent == SUBEVENT_NOW_MASTER
             || id == raw::REDISMODULE_EVENT_LOADING && subevent == SUBEVENT_LOADING_ENDED
         {

@@ -210,6 +210,31 @@ const CTX_FLAGS_NO_BLOCK: c_int = (raw::REDISMODULE_CTX_FLAGS_MULTI
     | raw::REDISMODULE_CTX_FLAGS_LUA
     | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING) as c_int;
 
+/// `RedisModule_GetContextFlags`, which computes a dozen server states: read it once per
+/// command.
+#[derive(Clone, Copy)]
+pub struct CtxFlags(c_int);
+
+impl CtxFlags {
+    /// A primary that is not loading: the only place leases lapse and grants happen.
+    pub fn is_primary(self) -> bool {
+        self.0 & CTX_FLAGS_MASTER != 0 && self.0 & CTX_FLAGS_LOADING == 0
+    }
+
+    /// True when what this server propagates goes anywhere: the AOF is on, or a replication
+    /// stream may exist (`state::replication_possible`). Redis itself skips propagation
+    /// otherwise; so does corral, saving the encoding and `RM_Replicate`'s command lookup.
+    pub fn propagates(self) -> bool {
+        super::state::replication_possible()
+            || self.0 & raw::REDISMODULE_CTX_FLAGS_AOF as c_int != 0
+    }
+
+    /// False inside MULTI/EXEC, scripts and other contexts that must not block.
+    pub fn can_block(self) -> bool {
+        self.0 & CTX_FLAGS_NO_BLOCK == 0
+    }
+}
+
 /// A module context handed to a callback; valid for that callback only.
 #[derive(Clone, Copy)]
 pub struct Ctx(*mut RedisModuleCtx);
@@ -225,20 +250,15 @@ impl Ctx {
         self.0
     }
 
-    fn flags(self) -> c_int {
+    /// The context's flags, read once and asked several questions.
+    pub fn flags(self) -> CtxFlags {
         // SAFETY: GetContextFlags accepts any context, including the detached module context.
-        unsafe { api!(RedisModule_GetContextFlags)(self.0) }
+        CtxFlags(unsafe { api!(RedisModule_GetContextFlags)(self.0) })
     }
 
     /// True on a primary that is not loading: the only place leases lapse and grants happen.
     pub fn is_primary(self) -> bool {
-        let f = self.flags();
-        f & CTX_FLAGS_MASTER != 0 && f & CTX_FLAGS_LOADING == 0
-    }
-
-    /// False inside MULTI/EXEC, scripts and other contexts that must not block.
-    pub fn can_block(self) -> bool {
-        self.flags() & CTX_FLAGS_NO_BLOCK == 0
+        self.flags().is_primary()
     }
 
     pub fn selected_db(self) -> i32 {
@@ -375,6 +395,21 @@ pub fn log(ctx: Option<Ctx>, level: &CStr, msg: &str) {
 pub fn replicate_verbatim(ctx: Ctx) {
     // SAFETY: called from a command callback.
     unsafe { api!(RedisModule_ReplicateVerbatim)(ctx.0) };
+}
+
+/// At load: does this server already have replicas or a replication backlog?
+pub fn has_replication_stream(ctx: Ctx) -> bool {
+    let c = redis_module::Context::new(ctx.0);
+    let Ok(
+        redis_module::RedisValue::SimpleString(info) | redis_module::RedisValue::BulkString(info),
+    ) = c.call("INFO", &["replication"])
+    else {
+        // If we cannot tell, assume yes: propagating needlessly is only slower.
+        return true;
+    };
+    info.lines().any(|l| {
+        matches!(l.split_once(':'), Some(("connected_slaves" | "repl_backlog_active", v)) if v.trim() != "0")
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

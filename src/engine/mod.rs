@@ -24,7 +24,7 @@ use std::ffi::c_int;
 pub use args::Args;
 pub use command::{command, Arg, Command, CommandDef};
 pub use ffi::{CmdResult, Ctx, Error, RStr, Reply};
-pub use primitive::{Effect, Event, Family, Primitive};
+pub use primitive::{Effect, Effects, Event, Family, Primitive};
 
 /// Runs `f`, turning a panic into `None` (logged, counted) instead of unwinding into Redis,
 /// which would abort the server.
@@ -70,6 +70,11 @@ pub fn init(ctx: Ctx) -> Result<(), String> {
         return Err("could not subscribe to keyspace/server events".into());
     }
     ffi::register_info(ctx, on_info);
+    if !ctx.is_primary() || ffi::has_replication_stream(ctx) {
+        // Loaded on a replica, or by MODULE LOAD on a primary that already has replicas or a
+        // backlog: effects must be propagated from the first command.
+        state::note_replication();
+    }
     Ok(())
 }
 

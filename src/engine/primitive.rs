@@ -10,6 +10,7 @@
 //! primary's, byte for byte.
 
 use serde::{de::DeserializeOwned, Serialize};
+use smallvec::SmallVec;
 
 use super::ffi::Reply;
 
@@ -63,6 +64,9 @@ pub enum Event {
     Other,
 }
 
+/// The effects of one decision: almost always one or two, so they live on the stack.
+pub type Effects<E> = SmallVec<[E; 2]>;
+
 pub trait Effect: Serialize + DeserializeOwned + std::fmt::Debug {
     fn event(&self) -> Event;
 }
@@ -95,7 +99,7 @@ pub trait Primitive: Default + Clone + Serialize + DeserializeOwned + 'static {
         now: u64,
         queued: bool,
         token: u64,
-    ) -> Option<(Vec<Self::Effect>, Reply)>;
+    ) -> Option<(Effects<Self::Effect>, Reply)>;
 
     /// The queue lane a waiting request joins: requests in one lane are served strictly in
     /// order; different lanes do not hold each other up. One lane unless a family has requests

@@ -18,7 +18,9 @@ use super::waiters::Queues;
 pub type KeyRef = Rc<[u8]>;
 
 /// The bytes of a KeyRef, built on the stack for lookups (no allocation for names ≤ 60 bytes).
-pub fn key_bytes(db: i32, name: &[u8]) -> SmallVec<[u8; 64]> {
+pub type KeyBytes = SmallVec<[u8; 64]>;
+
+pub fn key_bytes(db: i32, name: &[u8]) -> KeyBytes {
     let mut v = SmallVec::with_capacity(4 + name.len());
     v.extend_from_slice(&db.to_le_bytes());
     v.extend_from_slice(name);
@@ -124,4 +126,21 @@ pub fn try_with(f: impl FnOnce(&mut Engine)) {
     if let Ok(mut guard) = ENGINE.0.try_borrow_mut() {
         f(guard.get_or_insert_with(Engine::new));
     }
+}
+
+/// Whether this server may have a replication stream to feed: set for good the first time the
+/// server forks (every full sync of a replica involves a fork), a replica connects, or the
+/// server's role changes (a replica or former replica keeps a backlog that sub-replicas can
+/// resync from), or at load if replicas or a backlog already exist. Until then, a standalone
+/// server without AOF propagates nothing — what Redis decides for its own commands — and
+/// corral skips encoding effects and `RM_Replicate`'s per-call command lookup.
+static REPLICATION_POSSIBLE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+pub fn replication_possible() -> bool {
+    REPLICATION_POSSIBLE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub fn note_replication() {
+    REPLICATION_POSSIBLE.store(true, std::sync::atomic::Ordering::Relaxed);
 }

@@ -14,11 +14,12 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use super::codec;
+use super::codec::EffectLog;
 use super::datatype;
-use super::ffi::{self, CmdResult, Ctx, Error, Key, KeyHolds, RStr, Reply};
+use super::ffi::{self, CmdResult, Ctx, CtxFlags, Error, Key, KeyHolds, RStr, Reply};
 use super::primitive::{Effect, Event, Family, Primitive};
 use super::scheduler;
-use super::state::{self, key_bytes, FamilyOps, KeyRef};
+use super::state::{self, key_bytes, FamilyOps, KeyBytes, KeyRef};
 use super::waiters;
 
 /// The internal command that carries effects to replicas and the AOF.
@@ -34,16 +35,23 @@ enum Value<F> {
 pub struct Txn<F: Primitive> {
     ctx: Ctx,
     name: RStr,
-    db: i32,
+    /// The key's db and name, as the scheduler and wait queues index it (built on first use:
+    /// a release with nobody waiting never needs it).
+    keyref: std::cell::OnceCell<KeyBytes>,
     key: Key,
     value: Value<F>,
-    effects: Vec<F::Effect>,
+    /// What this transaction changed, encoded for propagation as it happens.
+    log: EffectLog,
     now: u64,
-    primary: bool,
+    flags: CtxFlags,
 }
 
 impl<F: Primitive> Txn<F> {
     pub fn open(ctx: Ctx, name: RStr) -> Result<Self, Error> {
+        Self::open_with(ctx, name, ctx.flags())
+    }
+
+    fn open_with(ctx: Ctx, name: RStr, flags: CtxFlags) -> Result<Self, Error> {
         let mut key = ctx.open_key(name, true);
         let ty = datatype::raw_type(F::FAMILY);
         let value = match key.holds() {
@@ -58,23 +66,28 @@ impl<F: Primitive> Txn<F> {
         Ok(Self {
             ctx,
             name,
-            db: ctx.selected_db(),
+            keyref: std::cell::OnceCell::new(),
             key,
             value,
-            effects: Vec::new(),
+            log: EffectLog::new(F::FAMILY, flags.propagates()),
             now: ffi::now_ms(),
-            primary: ctx.is_primary(),
+            flags,
         })
     }
 
     /// Opens for a client command that changes state: only a primary decides grants.
     pub fn open_primary(ctx: Ctx, name: RStr) -> Result<Self, Error> {
-        if !ctx.is_primary() {
+        let flags = ctx.flags();
+        if !flags.is_primary() {
             return Err(Error::msg(
                 "READONLY corral commands that change state run on the primary",
             ));
         }
-        Self::open(ctx, name)
+        Self::open_with(ctx, name, flags)
+    }
+
+    pub fn flags(&self) -> CtxFlags {
+        self.flags
     }
 
     pub fn state(&self) -> &F {
@@ -97,8 +110,10 @@ impl<F: Primitive> Txn<F> {
         self.now
     }
 
-    pub fn db(&self) -> i32 {
-        self.db
+    /// The key's db and name, as the scheduler and wait queues index it.
+    pub fn keyref(&self) -> &[u8] {
+        self.keyref
+            .get_or_init(|| key_bytes(self.ctx.selected_db(), self.name.bytes()))
     }
 
     pub fn name(&self) -> RStr {
@@ -112,7 +127,10 @@ impl<F: Primitive> Txn<F> {
     }
 
     /// Applies effects in order; each raises its notification and bumps its counter.
-    pub fn apply(&mut self, effects: Vec<F::Effect>) -> Result<(), &'static str> {
+    pub fn apply(
+        &mut self,
+        effects: impl IntoIterator<Item = F::Effect>,
+    ) -> Result<(), &'static str> {
         for effect in effects {
             self.state_mut().apply(&effect)?;
             let event = effect.event();
@@ -124,14 +142,14 @@ impl<F: Primitive> Txn<F> {
                 });
                 self.ctx.notify(event_name(F::FAMILY, event), self.name);
             }
-            self.effects.push(effect);
+            self.log.record(&effect);
         }
         Ok(())
     }
 
     /// Lapses what is due and serves waiters. Only on a primary: replicas wait for the effects.
     pub fn settle(&mut self) {
-        if !self.primary {
+        if !self.flags.is_primary() {
             return;
         }
         let mut lapsed = Vec::new();
@@ -145,18 +163,19 @@ impl<F: Primitive> Txn<F> {
 
     /// True when clients already wait on this key in `lane`.
     fn waiting(&self, lane: u64) -> bool {
-        let k = key_bytes(self.db, self.name.bytes());
-        state::with(|e| e.queues.lane_waiting(&k, lane))
+        state::with(|e| e.queues.anyone_waiting()) && {
+            let k = self.keyref();
+            state::with(|e| e.queues.lane_waiting(k, lane))
+        }
     }
 
     /// Replicates, stores, sets the PTTL, and schedules the next deadline.
     pub fn commit(mut self) {
-        if self.primary {
+        if self.flags.is_primary() {
             waiters::serve(&mut self);
         }
-        if !self.effects.is_empty() {
-            let payload = codec::encode_effects(F::FAMILY, &self.effects);
-            self.ctx.replicate(APPLY_COMMAND, self.name, &payload);
+        if let Some(payload) = self.log.payload() {
+            self.ctx.replicate(APPLY_COMMAND, self.name, payload);
         }
         self.store();
     }
@@ -170,7 +189,7 @@ impl<F: Primitive> Txn<F> {
     fn store(&mut self) {
         let ty = datatype::raw_type(F::FAMILY);
         let empty = self.state().is_empty();
-        let changed = !self.effects.is_empty();
+        let changed = !self.log.is_empty();
         let (next, expires, last) = {
             let s = self.state();
             (s.next_deadline(), s.expires_at(), s.last_token())
@@ -190,21 +209,21 @@ impl<F: Primitive> Txn<F> {
                 }
             }
         }
-        let k = key_bytes(self.db, self.name.bytes());
+        // Schedule the next deadline unless an earlier look is already scheduled (that look
+        // reschedules). A deleted key's entry is left to fire harmlessly: repeated
+        // lock/release cycles on one key then cost one lookup, not an insert and a removal.
+        let k = self.keyref();
         let arm = state::with(|e| {
             e.mint.observe(last);
             match next {
-                Some(at) if !empty => match e.schedule.deadline(&k[..]) {
+                Some(at) if !empty => match e.schedule.deadline(k) {
                     Some(old) if old <= at => false,
                     _ => {
-                        e.schedule.set_earlier(KeyRef::from(&k[..]), at);
+                        e.schedule.set_earlier(KeyRef::from(k), at);
                         true
                     }
                 },
-                _ => {
-                    e.schedule.remove(&k[..]);
-                    false
-                }
+                _ => false,
             }
         });
         if arm {
@@ -239,10 +258,10 @@ pub fn waiters(ctx: Ctx, name: RStr) -> usize {
 }
 
 /// A change that never waits: the family decides effects and a reply (or an error).
-pub fn write<F: Primitive>(
+pub fn write<F: Primitive, E: IntoIterator<Item = F::Effect>>(
     ctx: Ctx,
     name: RStr,
-    decide: impl FnOnce(&F, u64, u64) -> Result<(Vec<F::Effect>, Reply), Error>,
+    decide: impl FnOnce(&F, u64, u64) -> Result<(E, Reply), Error>,
 ) -> CmdResult {
     let mut txn = Txn::<F>::open_primary(ctx, name)?;
     txn.settle();
@@ -273,10 +292,11 @@ pub fn acquire<F: Primitive>(
         txn.commit();
         return applied.map(|_| reply).map_err(internal);
     }
-    let db = txn.db();
+    let keyref = KeyBytes::from_slice(txn.keyref());
+    let flags = txn.flags();
     txn.commit();
     match block {
-        Some(ms) if ctx.can_block() => Ok(waiters::park::<F>(ctx, db, name.bytes(), request, ms)),
+        Some(ms) if flags.can_block() => Ok(waiters::park::<F>(ctx, &keyref, request, ms)),
         _ => Ok(Reply::Nil),
     }
 }

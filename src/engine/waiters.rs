@@ -19,8 +19,8 @@ use ahash::AHashMap;
 
 use super::contain;
 use super::ffi::{self, BlockedClient, Ctx, Reply};
-use super::primitive::{Family, Primitive};
-use super::state::{self, key_bytes, KeyRef};
+use super::primitive::{Effects, Family, Primitive};
+use super::state::{self, KeyRef};
 use super::txn::Txn;
 
 pub struct Waiter {
@@ -42,6 +42,11 @@ pub struct Queues {
 }
 
 impl Queues {
+    /// True when any client waits on any key (a check that needs no key name).
+    pub fn anyone_waiting(&self) -> bool {
+        !self.by_client.is_empty()
+    }
+
     pub fn is_waiting(&self, key: &[u8]) -> bool {
         !self.by_client.is_empty() && self.by_key.contains_key(key)
     }
@@ -100,13 +105,7 @@ impl Queues {
 
 /// Blocks the calling client in the key's queue until `serve` grants `request`, the timeout
 /// (ms, 0 = forever) passes, or the client disconnects.
-pub fn park<F: Primitive>(
-    ctx: Ctx,
-    db: i32,
-    name: &[u8],
-    request: F::Request,
-    timeout_ms: u64,
-) -> Reply {
+pub fn park<F: Primitive>(ctx: Ctx, key: &[u8], request: F::Request, timeout_ms: u64) -> Reply {
     let Some(bc) = ffi::block_client(
         ctx,
         on_reply,
@@ -117,11 +116,10 @@ pub fn park<F: Primitive>(
     ) else {
         return Reply::Nil;
     };
-    let key = key_bytes(db, name);
     let lane = F::lane(&request);
     state::with(|e| {
         e.queues.push(
-            &key,
+            key,
             lane,
             Waiter {
                 bc,
@@ -137,7 +135,7 @@ pub fn park<F: Primitive>(
 }
 
 enum Next<E> {
-    Grant(Slot, Vec<E>, Reply),
+    Grant(Slot, Effects<E>, Reply),
     Mismatch(Slot),
     /// The head of this lane cannot be granted: the lane waits.
     LaneWaits(u64),
@@ -146,7 +144,12 @@ enum Next<E> {
 /// In each lane, grants waiters in FIFO order while the head can be granted, and stops at the
 /// first that cannot (later waiters in that lane never jump ahead of it).
 pub fn serve<F: Primitive>(txn: &mut Txn<F>) {
-    let key = key_bytes(txn.db(), txn.name().bytes());
+    if !state::with(|e| e.queues.anyone_waiting())
+        || !state::with(|e| e.queues.is_waiting(txn.keyref()))
+    {
+        return;
+    }
+    let key = txn.keyref().to_owned();
     let mut lane = 0;
     loop {
         let now = txn.now();

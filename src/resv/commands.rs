@@ -65,9 +65,9 @@ impl Command for RenewCmd {
         let holder = a.id("holder")?;
         let ttl = a.ttl()?;
         a.finish()?;
-        txn::write::<Resv>(ctx, key, |r, now, _| {
+        txn::write::<Resv, _>(ctx, key, |r, now, _| {
             let e = r.renew(holder, ttl, now).map_err(refused)?;
-            Ok((vec![e], Reply::Int(1)))
+            Ok(([e], Reply::Int(1)))
         })
     }
 }
@@ -86,9 +86,9 @@ impl Command for ReleaseCmd {
     fn run(ctx: Ctx, key: RStr, mut a: Args) -> CmdResult {
         let holder = a.id("holder")?;
         a.finish()?;
-        txn::write::<Resv>(ctx, key, |r, now, _| {
+        txn::write::<Resv, _>(ctx, key, |r, now, _| {
             let e = r.release(holder, now).map_err(refused)?;
-            Ok((vec![e], Reply::Int(1)))
+            Ok(([e], Reply::Int(1)))
         })
     }
 }

@@ -1,9 +1,16 @@
 //! RESV, the pure core: one exclusive reservation (a lock) with a deadline and a fencing token.
 //! No Redis here — the engine opens keys, schedules the deadline, queues waiters, replicates.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Effect, Event, Family, Primitive, Reply};
+use smallvec::smallvec;
+
+use crate::engine::{Effect, Effects, Event, Family, Primitive, Reply};
+
+/// A holder id, shared (not copied) between the request, the effect and the stored lease.
+pub type Holder = Arc<[u8]>;
 
 /// What a RESV key holds. A key exists only while the reservation is held.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,7 +22,7 @@ pub struct Resv {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Held {
-    pub holder: Box<[u8]>,
+    pub holder: Holder,
     /// Absolute server time (ms) at which the reservation lapses.
     pub deadline: u64,
     pub token: u64,
@@ -24,7 +31,7 @@ pub struct Held {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResvEffect {
     Grant {
-        holder: Box<[u8]>,
+        holder: Holder,
         deadline: u64,
         token: u64,
     },
@@ -50,7 +57,7 @@ impl Effect for ResvEffect {
 /// A LOCK that may wait in line.
 #[derive(Debug, Clone)]
 pub struct Lock {
-    pub holder: Box<[u8]>,
+    pub holder: Holder,
     pub ttl: u64,
 }
 
@@ -58,7 +65,7 @@ pub struct Lock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// Held by someone else.
-    LostTo(Box<[u8]>),
+    LostTo(Holder),
     /// Nobody holds it (it lapsed, was released, or never existed).
     Free,
     /// Held by this holder, but under another token.
@@ -143,11 +150,11 @@ impl Primitive for Resv {
         now: u64,
         queued: bool,
         token: u64,
-    ) -> Option<(Vec<ResvEffect>, Reply)> {
+    ) -> Option<(Effects<ResvEffect>, Reply)> {
         match self.held_at(now) {
             // Idempotent re-grant: the holder extends and gets its token back.
             Some(h) if h.holder == lock.holder => Some((
-                vec![ResvEffect::Renew {
+                smallvec![ResvEffect::Renew {
                     deadline: now + lock.ttl,
                 }],
                 Reply::Int(h.token as i64),
@@ -156,7 +163,7 @@ impl Primitive for Resv {
             // Free, but others were waiting first: they go first.
             None if queued => None,
             None => Some((
-                vec![ResvEffect::Grant {
+                smallvec![ResvEffect::Grant {
                     holder: lock.holder.clone(),
                     deadline: now + lock.ttl,
                     token,
@@ -210,12 +217,12 @@ mod tests {
 
     fn lock(holder: &str, ttl: u64) -> Lock {
         Lock {
-            holder: holder.as_bytes().into(),
+            holder: Arc::from(holder.as_bytes()),
             ttl,
         }
     }
 
-    fn run(r: &mut Resv, effects: Vec<ResvEffect>) {
+    fn run(r: &mut Resv, effects: impl IntoIterator<Item = ResvEffect>) {
         for e in effects {
             r.apply(&e).unwrap();
         }
@@ -233,7 +240,10 @@ mod tests {
         assert_eq!(reply, Reply::Int(7));
         run(&mut r, e);
         assert_eq!(r.next_deadline(), Some(1550));
-        assert_eq!(r.release(b"b", 1100), Err(Refusal::LostTo(b"a"[..].into())));
+        assert_eq!(
+            r.release(b"b", 1100),
+            Err(Refusal::LostTo(Arc::from(&b"a"[..])))
+        );
         let e = vec![r.release(b"a", 1100).unwrap()];
         run(&mut r, e);
         assert!(r.is_empty());

@@ -83,9 +83,9 @@ impl Command for RenewCmd {
         let holder = a.id("holder")?;
         let ttl = a.ttl()?;
         a.finish()?;
-        txn::write::<Sem>(ctx, key, |s, now, _| {
+        txn::write::<Sem, _>(ctx, key, |s, now, _| {
             let e = s.renew(holder, ttl, now).ok_or_else(not_held)?;
-            Ok((vec![e], Reply::Int(1)))
+            Ok(([e], Reply::Int(1)))
         })
     }
 }
@@ -104,9 +104,9 @@ impl Command for ReleaseCmd {
     fn run(ctx: Ctx, key: RStr, mut a: Args) -> CmdResult {
         let holder = a.id("holder")?;
         a.finish()?;
-        txn::write::<Sem>(ctx, key, |s, now, _| {
+        txn::write::<Sem, _>(ctx, key, |s, now, _| {
             let e = s.release(holder, now).ok_or_else(not_held)?;
-            Ok((vec![e], Reply::Int(1)))
+            Ok(([e], Reply::Int(1)))
         })
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::deadlines::DeadlineMap;
-use crate::engine::{Effect, Event, Family, Primitive, Reply};
+use smallvec::smallvec;
+
+use crate::engine::{Effect, Effects, Event, Family, Primitive, Reply};
 
 /// A holder id. Shared (not copied) between the lease table's two indexes; `Arc` because a
 /// value may be freed on Redis's lazy-free thread.
@@ -182,7 +184,7 @@ impl Primitive for Sem {
         now: u64,
         queued: bool,
         token: u64,
-    ) -> Option<(Vec<SemEffect>, Reply)> {
+    ) -> Option<(Effects<SemEffect>, Reply)> {
         // "Acquire or extend": a holder that holds renews, even when the semaphore is full, and
         // keeps its token and its permit count.
         if let Some((_, p)) = self.live(&req.holder, now) {
@@ -190,7 +192,7 @@ impl Primitive for Sem {
                 holder: req.holder.clone(),
                 deadline: now + req.ttl,
             };
-            return Some((vec![renew], Reply::Int(p.token as i64)));
+            return Some((smallvec![renew], Reply::Int(p.token as i64)));
         }
         // Others were first in line: they go first, even if this request would fit.
         if queued || self.count_at(now) + u64::from(req.permits) > req.capacity {
@@ -202,7 +204,7 @@ impl Primitive for Sem {
             deadline: now + req.ttl,
             token,
         };
-        Some((vec![grant], Reply::Int(token as i64)))
+        Some((smallvec![grant], Reply::Int(token as i64)))
     }
 
     fn lapse(&self, now: u64, out: &mut Vec<SemEffect>) {
