@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod resv;
+pub mod slot;
 
 use engine::{Ctx, Primitive};
 use redis_module::{Context, RedisString, Status};
@@ -14,8 +15,9 @@ use redis_module::{Context, RedisString, Status};
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // SAFETY: the context Redis passed to RedisModule_OnLoad.
     let ctx = unsafe { Ctx::from_raw(ctx.ctx) };
-    let result =
-        engine::init(ctx).and_then(|_| family::<resv::Resv>(ctx, resv::commands::COMMANDS));
+    let result = engine::init(ctx)
+        .and_then(|_| family::<resv::Resv>(ctx, resv::commands::COMMANDS))
+        .and_then(|_| family::<slot::Pool>(ctx, slot::commands::COMMANDS));
     match result {
         Ok(()) => Status::Ok,
         Err(e) => {
