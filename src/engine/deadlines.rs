@@ -198,7 +198,9 @@ impl<K: MapKey + Serialize, V: Serialize> Serialize for DeadlineMap<K, V> {
     }
 }
 
-impl<'de, K: MapKey + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for DeadlineMap<K, V> {
+impl<'de, K: MapKey + Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de>
+    for DeadlineMap<K, V>
+{
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Entries<K, V>(PhantomData<(K, V)>);
         impl<'de, K: MapKey + Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for Entries<K, V> {
@@ -262,14 +264,18 @@ mod tests {
                 3 => {
                     let now = rnd(1000);
                     let mut got = map.pop_due(now);
-                    let mut want: Vec<u32> = model.iter().filter(|e| e.1 <= now).map(|e| e.0).collect();
+                    let mut want: Vec<u32> =
+                        model.iter().filter(|e| e.1 <= now).map(|e| e.0).collect();
                     model.retain(|e| e.1 > now);
                     got.sort_unstable();
                     want.sort_unstable();
                     assert_eq!(got, want);
                 }
                 _ => {
-                    assert_eq!(map.get(&k), model.iter().find(|e| e.0 == k).map(|e| (e.1, &e.2)));
+                    assert_eq!(
+                        map.get(&k),
+                        model.iter().find(|e| e.0 == k).map(|e| (e.1, &e.2))
+                    );
                 }
             }
             assert_eq!(map.len(), model.len());
@@ -290,7 +296,10 @@ mod tests {
         for i in (0..100u32).rev() {
             b.insert(i, u64::from(i % 7), i.to_string());
         }
-        let (ea, eb) = (crate::engine::codec::encode(&a), crate::engine::codec::encode(&b));
+        let (ea, eb) = (
+            crate::engine::codec::encode(&a),
+            crate::engine::codec::encode(&b),
+        );
         assert_eq!(ea, eb, "insertion order does not matter");
         let back: DeadlineMap<u32, String> = crate::engine::codec::decode(&ea).unwrap();
         assert_eq!(back, a);
