@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod engine;
 pub mod resv;
 pub mod sem;
+pub mod slot;
 
 use engine::{Ctx, Primitive};
 use redis_module::{Context, RedisString, Status};
@@ -19,6 +20,7 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     let result = engine::init(ctx)
         .and_then(|_| family::<resv::Resv>(ctx, resv::commands::COMMANDS))
         .and_then(|_| family::<sem::Sem>(ctx, sem::commands::COMMANDS))
+        .and_then(|_| family::<slot::Pool>(ctx, slot::commands::COMMANDS))
         .and_then(|_| family::<alloc::Alloc>(ctx, alloc::commands::COMMANDS));
     match result {
         Ok(()) => Status::Ok,
