@@ -11,7 +11,6 @@ use super::ffi::{self, raw, Ctx};
 use super::primitive::Event;
 use super::scheduler;
 use super::state::{self, key_bytes, split_key, KeyRef};
-use super::txn;
 
 const SUBEVENT_NOW_MASTER: u64 = raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER;
 const SUBEVENT_LOADING_ENDED: u64 = raw::REDISMODULE_SUBEVENT_LOADING_ENDED;
@@ -86,8 +85,8 @@ fn announce_lapses(ctx: Ctx, key: ffi::RStr) {
         }
         _ => None,
     });
-    if let Some(family) = unlinked {
-        ctx.notify(txn::event_name(family, Event::Lapse), key);
+    if let Some(note) = unlinked.and_then(|family| Event::Lapse.notification(family)) {
+        ctx.notify(note, key);
     }
 }
 

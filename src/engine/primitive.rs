@@ -9,6 +9,9 @@
 //! `apply` on the replicated effects. Since `apply` is deterministic, a replica's value is the
 //! primary's, byte for byte.
 
+use std::ffi::{CStr, CString};
+use std::sync::OnceLock;
+
 use serde::{de::DeserializeOwned, Serialize};
 use smallvec::SmallVec;
 
@@ -66,6 +69,36 @@ pub enum Event {
 
 /// The effects of one decision: almost always one or two, so they live on the stack.
 pub type Effects<E> = SmallVec<[E; 2]>;
+
+impl Event {
+    const NAMED: [Event; 4] = [Event::Grant, Event::Renew, Event::Release, Event::Lapse];
+
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Event::Grant => Some("grant"),
+            Event::Renew => Some("renew"),
+            Event::Release => Some("release"),
+            Event::Lapse => Some("lapse"),
+            Event::Other => None,
+        }
+    }
+
+    /// The keyspace notification `<family>.<event>` (e.g. `sem.lapse`), built once.
+    pub fn notification(self, family: Family) -> Option<&'static CStr> {
+        static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
+        let names = NAMES.get_or_init(|| {
+            Family::ALL
+                .iter()
+                .flat_map(|f| Event::NAMED.iter().map(move |e| (f, e)))
+                .filter_map(|(f, e)| CString::new(format!("{}.{}", f.name(), e.name()?)).ok())
+                .collect()
+        });
+        let e = Event::NAMED.iter().position(|&n| n == self)?;
+        names
+            .get(family.index() * Event::NAMED.len() + e)
+            .map(|c| c.as_c_str())
+    }
+}
 
 pub trait Effect: Serialize + DeserializeOwned + std::fmt::Debug {
     fn event(&self) -> Event;
@@ -137,5 +170,29 @@ pub trait Primitive: Default + Clone + Serialize + DeserializeOwned + 'static {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notification_names() {
+        let name = |e: Event, f: Family| e.notification(f).and_then(|c| c.to_str().ok());
+        let dotted = |f: &str, e: &str| format!("{f}.{e}");
+        assert_eq!(
+            name(Event::Lapse, Family::Sem),
+            Some(&*dotted("sem", "lapse"))
+        );
+        assert_eq!(
+            name(Event::Grant, Family::Resv),
+            Some(&*dotted("resv", "grant"))
+        );
+        assert_eq!(
+            name(Event::Release, Family::Job),
+            Some(&*dotted("job", "release"))
+        );
+        assert_eq!(name(Event::Other, Family::Alloc), None);
     }
 }

@@ -17,7 +17,7 @@ use super::codec;
 use super::codec::EffectLog;
 use super::datatype;
 use super::ffi::{self, CmdResult, Ctx, CtxFlags, Error, Key, KeyHolds, RStr, Reply};
-use super::primitive::{Effect, Event, Family, Primitive};
+use super::primitive::{Effect, Family, Primitive};
 use super::scheduler;
 use super::state::{self, key_bytes, FamilyOps, KeyBytes, KeyRef};
 use super::waiters;
@@ -134,13 +134,13 @@ impl<F: Primitive> Txn<F> {
         for effect in effects {
             self.state_mut().apply(&effect)?;
             let event = effect.event();
-            if event != Event::Other {
+            if let Some(note) = event.notification(F::FAMILY) {
                 let last = self.state().last_token();
                 state::with(|e| {
                     e.counters[F::FAMILY.index()].count(event);
                     e.mint.observe(last);
                 });
-                self.ctx.notify(event_name(F::FAMILY, event), self.name);
+                self.ctx.notify(note, self.name);
             }
             self.log.record(&effect);
         }
@@ -341,27 +341,4 @@ impl<F: Primitive> FamilyOps for Ops<F> {
             .map(|_| Reply::Ok)
             .map_err(|e| Error::msg(format!("ERR CORRAL._APPLY: {e}")))
     }
-}
-
-/// Keyspace notification names: `<family>.<event>` (module class, `notify-keyspace-events d`).
-pub fn event_name(family: Family, event: Event) -> &'static std::ffi::CStr {
-    const NAMES: [[&std::ffi::CStr; 4]; 5] = [
-        [c"resv.grant", c"resv.renew", c"resv.release", c"resv.lapse"],
-        [c"sem.grant", c"sem.renew", c"sem.release", c"sem.lapse"],
-        [c"slot.grant", c"slot.renew", c"slot.release", c"slot.lapse"],
-        [
-            c"alloc.grant",
-            c"alloc.renew",
-            c"alloc.release",
-            c"alloc.lapse",
-        ],
-        [c"job.grant", c"job.renew", c"job.release", c"job.lapse"],
-    ];
-    let i = match event {
-        Event::Grant => 0,
-        Event::Renew => 1,
-        Event::Release => 2,
-        Event::Lapse | Event::Other => 3,
-    };
-    NAMES[family.index()][i]
 }
