@@ -4,6 +4,7 @@
 //! Start reading at `engine/mod.rs` (the shared lease engine), then any family folder.
 
 pub mod engine;
+pub mod job;
 pub mod resv;
 pub mod sem;
 
@@ -17,7 +18,8 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     let ctx = unsafe { Ctx::from_raw(ctx.ctx) };
     let result = engine::init(ctx)
         .and_then(|_| family::<resv::Resv>(ctx, resv::commands::COMMANDS))
-        .and_then(|_| family::<sem::Sem>(ctx, sem::commands::COMMANDS));
+        .and_then(|_| family::<sem::Sem>(ctx, sem::commands::COMMANDS))
+        .and_then(|_| family::<job::Jobs>(ctx, job::commands::COMMANDS));
     match result {
         Ok(()) => Status::Ok,
         Err(e) => {
