@@ -5,6 +5,7 @@
 
 pub mod alloc;
 pub mod engine;
+pub mod job;
 pub mod resv;
 pub mod sem;
 pub mod slot;
@@ -21,7 +22,8 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         .and_then(|_| family::<resv::Resv>(ctx, resv::commands::COMMANDS))
         .and_then(|_| family::<sem::Sem>(ctx, sem::commands::COMMANDS))
         .and_then(|_| family::<slot::Pool>(ctx, slot::commands::COMMANDS))
-        .and_then(|_| family::<alloc::Alloc>(ctx, alloc::commands::COMMANDS));
+        .and_then(|_| family::<alloc::Alloc>(ctx, alloc::commands::COMMANDS))
+        .and_then(|_| family::<job::Jobs>(ctx, job::commands::COMMANDS));
     match result {
         Ok(()) => Status::Ok,
         Err(e) => {
