@@ -117,31 +117,52 @@ unsafe extern "C" fn on_server(
         } else if id == raw::REDISMODULE_EVENT_FLUSHDB && subevent == SUBEVENT_FLUSHDB_END {
             // SAFETY: data of a FLUSHDB event.
             let db = unsafe { ffi::flush_event_db(data) };
-            wake_db(ctx, (db >= 0).then_some(db), true);
+            flushed(ctx, (db >= 0).then_some(db));
         } else if id == raw::REDISMODULE_EVENT_SWAPDB {
             // SAFETY: data of a SWAPDB event.
             if let Some((a, b)) = unsafe { ffi::swapdb_event_dbs(data) } {
-                wake_db(ctx, Some(a), false);
-                wake_db(ctx, Some(b), false);
+                swapped(ctx, a, b);
             }
         }
     });
 }
 
+/// SWAPDB moved every key of db `a` to db `b` and back: each scheduled key gets a look under
+/// both names (its value now lives under the other db), and so does every key with waiters
+/// (they wait on a name whose value changed).
+fn swapped(ctx: Ctx, a: i32, b: i32) {
+    let keys = state::with(|e| {
+        let mut keys: Vec<KeyRef> = Vec::new();
+        for (k, _, _) in e.schedule.iter() {
+            if let Some((db, name)) = split_key(k) {
+                if db == a || db == b {
+                    let other = if db == a { b } else { a };
+                    keys.push(k.clone());
+                    keys.push(KeyRef::from(&key_bytes(other, name)[..]));
+                }
+            }
+        }
+        keys.extend(e.queues.keys_in(Some(a)));
+        keys.extend(e.queues.keys_in(Some(b)));
+        keys
+    });
+    for k in keys {
+        scheduler::check_soon(ctx, k);
+    }
+}
+
 /// Every key with waiters in `db` (all dbs for None) gets a look; after a flush, deadlines of
 /// keys that no longer exist are dropped.
-fn wake_db(ctx: Ctx, db: Option<i32>, flushed: bool) {
+fn flushed(ctx: Ctx, db: Option<i32>) {
     let keys = state::with(|e| {
-        if flushed {
-            let stale: Vec<KeyRef> = e
-                .schedule
-                .iter()
-                .map(|(k, _, _)| k.clone())
-                .filter(|k| db.is_none() || split_key(k).map(|(d, _)| d) == db)
-                .collect();
-            for k in stale {
-                e.schedule.remove(&k);
-            }
+        let stale: Vec<KeyRef> = e
+            .schedule
+            .iter()
+            .map(|(k, _, _)| k.clone())
+            .filter(|k| db.is_none() || split_key(k).map(|(d, _)| d) == db)
+            .collect();
+        for k in stale {
+            e.schedule.remove(&k);
         }
         e.queues.keys_in(db)
     });
