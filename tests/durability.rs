@@ -98,7 +98,7 @@ fn workload(port: u16, family: usize, round: usize, stop: Arc<AtomicBool>) -> Ac
                     a.locks.insert(key.clone(), ("h".into(), t));
                 })
                 .and_then(|_| {
-                    if i % 3 != 0 {
+                    if !i.is_multiple_of(3) {
                         return Ok(());
                     }
                     let r: redis::RedisResult<i64> =
@@ -123,7 +123,7 @@ fn workload(port: u16, family: usize, round: usize, stop: Arc<AtomicBool>) -> Ac
                     a.permits.insert(h.clone(), t);
                 })
                 .and_then(|_| {
-                    if i % 3 != 0 {
+                    if !i.is_multiple_of(3) {
                         return Ok(());
                     }
                     let r: redis::RedisResult<i64> =
@@ -151,7 +151,7 @@ fn workload(port: u16, family: usize, round: usize, stop: Arc<AtomicBool>) -> Ac
                     a.uncertain = Some(format!("slot {slot}"));
                 })
                 .and_then(|_| {
-                    if i % 3 != 0 {
+                    if !i.is_multiple_of(3) {
                         return Ok(());
                     }
                     let slot = *a
@@ -181,7 +181,7 @@ fn workload(port: u16, family: usize, round: usize, stop: Arc<AtomicBool>) -> Ac
                     id
                 })
                 .and_then(|id| {
-                    if i % 2 != 0 {
+                    if !i.is_multiple_of(2) {
                         return Ok(());
                     }
                     let r: redis::RedisResult<i64> = redis::cmd("JOB.FULFILL")
