@@ -175,10 +175,9 @@ fn workload(port: u16, family: usize, round: usize, stop: Arc<AtomicBool>) -> Ac
                 a.uncertain = Some("job".into());
                 let r: redis::RedisResult<i64> =
                     redis::cmd("JOB.CREATE").arg("jobs").arg(&n).query(&mut c);
-                r.map(|id| {
+                r.inspect(|&id| {
                     a.jobs.insert(id, None);
                     a.uncertain = Some(format!("job {id}"));
-                    id
                 })
                 .and_then(|id| {
                     if !i.is_multiple_of(2) {
