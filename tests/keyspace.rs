@@ -1,0 +1,200 @@
+//! Redis's own key commands on corral keys: DEL, RENAME, COPY, FLUSHALL, EXPIRE, PERSIST, SWAPDB.
+//! What they do to leases and to clients blocked on the key.
+
+mod common;
+
+use std::thread;
+use std::time::Duration;
+
+use common::{wait_until, Server};
+use redis::{Connection, Value};
+
+fn int(c: &mut Connection, args: &[&str]) -> i64 {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c).unwrap()
+}
+
+fn lock(c: &mut Connection, key: &str, holder: &str, ms: u64) -> Option<i64> {
+    redis::cmd("RESV.LOCK")
+        .arg(key)
+        .arg(holder)
+        .arg(ms)
+        .query(c)
+        .unwrap()
+}
+
+fn holder(c: &mut Connection, key: &str) -> Option<(String, i64)> {
+    let v: Value = redis::cmd("RESV.INFO").arg(key).query(c).unwrap();
+    let flat: Vec<Value> = match v {
+        Value::Nil => return None,
+        Value::Array(a) => a,
+        Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        v => panic!("{v:?}"),
+    };
+    let (Value::BulkString(h), Value::Int(t)) = (&flat[1], &flat[5]) else {
+        panic!("{flat:?}")
+    };
+    Some((String::from_utf8_lossy(h).into_owned(), *t))
+}
+
+fn lapses(s: &Server) -> u64 {
+    s.info_field("corral", "corral_resv_lapses")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A client blocked in `RESV.LOCK key holder 60000 BLOCK 20000`, once it is queued.
+fn blocked_lock(
+    s: &Server,
+    key: &'static str,
+    holder: &'static str,
+) -> thread::JoinHandle<Option<i64>> {
+    let mut c = s.conn();
+    let h = thread::spawn(move || {
+        redis::cmd("RESV.LOCK")
+            .arg(key)
+            .arg(holder)
+            .arg(60_000)
+            .arg("BLOCK")
+            .arg(20_000)
+            .query(&mut c)
+            .unwrap()
+    });
+    wait_until(Duration::from_secs(10), "waiter queued", || {
+        s.info_field("corral", "corral_resv_waiting").as_deref() == Some("1")
+    });
+    h
+}
+
+#[test]
+fn del_frees_the_resource_and_serves_waiters() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let t = lock(&mut c, "k", "a", 60_000).unwrap();
+    let w = blocked_lock(&s, "k", "b");
+    assert_eq!(int(&mut c, &["DEL", "k"]), 1);
+    let t2 = w
+        .join()
+        .unwrap()
+        .expect("the waiter is granted the freed lock");
+    assert!(t2 > t);
+    assert_eq!(holder(&mut c, "k"), Some(("b".into(), t2)));
+}
+
+#[test]
+fn rename_moves_the_lease_and_frees_the_old_name() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let t = lock(&mut c, "k", "a", 600).unwrap();
+    let w = blocked_lock(&s, "k", "b");
+    let _: () = redis::cmd("RENAME")
+        .arg("k")
+        .arg("k2")
+        .query(&mut c)
+        .unwrap();
+    // The waiter on the old name gets it; the lease moved with the value.
+    assert!(w.join().unwrap().is_some());
+    assert_eq!(holder(&mut c, "k").unwrap().0, "b");
+    assert_eq!(holder(&mut c, "k2"), Some(("a".into(), t)));
+    // The moved lease still lapses at its deadline, under its new name.
+    let before = lapses(&s);
+    wait_until(Duration::from_secs(10), "k2 lapsed", || {
+        int(&mut c, &["EXISTS", "k2"]) == 0
+    });
+    assert!(lapses(&s) > before);
+}
+
+#[test]
+fn copy_duplicates_leases_which_lapse_on_schedule() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for h in ["a", "b"] {
+        let _: i64 = redis::cmd("SEM.ACQUIRE")
+            .arg("sem")
+            .arg(h)
+            .arg(5)
+            .arg(500)
+            .query(&mut c)
+            .unwrap();
+    }
+    assert_eq!(int(&mut c, &["COPY", "sem", "sem2"]), 1);
+    let d = |c: &mut Connection, k: &str| -> Vec<String> {
+        redis::cmd("DEBUG")
+            .arg("DIGEST-VALUE")
+            .arg(k)
+            .query(c)
+            .unwrap()
+    };
+    assert_eq!(d(&mut c, "sem"), d(&mut c, "sem2"));
+    assert_eq!(int(&mut c, &["SEM.COUNT", "sem2"]), 2);
+    wait_until(Duration::from_secs(10), "both lapsed", || {
+        int(&mut c, &["EXISTS", "sem"]) == 0 && int(&mut c, &["EXISTS", "sem2"]) == 0
+    });
+    let lapsed: u64 = s
+        .info_field("corral", "corral_sem_lapses")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(lapsed, 4);
+}
+
+#[test]
+fn flushall_frees_everything_and_serves_waiters() {
+    let s = Server::start();
+    let mut c = s.conn();
+    lock(&mut c, "k", "a", 60_000).unwrap();
+    let w = blocked_lock(&s, "k", "b");
+    let _: () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    assert!(w.join().unwrap().is_some());
+    assert_eq!(holder(&mut c, "k").unwrap().0, "b");
+}
+
+#[test]
+fn expire_shortens_everything_and_counts_as_lapse() {
+    let s = Server::start();
+    let mut c = s.conn();
+    lock(&mut c, "k", "a", 60_000).unwrap();
+    let w = blocked_lock(&s, "k", "b");
+    let before = lapses(&s);
+    assert_eq!(int(&mut c, &["PEXPIRE", "k", "100"]), 1);
+    assert!(
+        w.join().unwrap().is_some(),
+        "the key's expiry lapsed a's lease"
+    );
+    assert_eq!(holder(&mut c, "k").unwrap().0, "b");
+    assert_eq!(lapses(&s), before + 1);
+    // The next change puts the key's TTL back to its lease's deadline.
+    assert!(int(&mut c, &["PTTL", "k"]) > 50_000);
+}
+
+#[test]
+fn persist_keeps_the_key_but_leases_still_lapse() {
+    let s = Server::start();
+    let mut c = s.conn();
+    lock(&mut c, "k", "a", 300).unwrap();
+    assert_eq!(int(&mut c, &["PERSIST", "k"]), 1);
+    assert_eq!(int(&mut c, &["PTTL", "k"]), -1);
+    wait_until(Duration::from_secs(10), "lease lapsed", || {
+        int(&mut c, &["EXISTS", "k"]) == 0
+    });
+    assert_eq!(lapses(&s), 1);
+}
+
+#[test]
+fn swapdb_keeps_deadlines_of_moved_keys() {
+    let s = Server::start();
+    let mut c = s.conn();
+    lock(&mut c, "k", "a", 400).unwrap();
+    let _: () = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut c).unwrap();
+    assert_eq!(int(&mut c, &["EXISTS", "k"]), 0);
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut c).unwrap();
+    assert_eq!(holder(&mut c, "k").unwrap().0, "a");
+    wait_until(Duration::from_secs(10), "lapsed in db 1", || {
+        lapses(&s) == 1
+    });
+    assert_eq!(int(&mut c, &["EXISTS", "k"]), 0);
+}
