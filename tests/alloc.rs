@@ -8,23 +8,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::client::{assert_alive, digest, error_of, int, rewrite_aof, value};
 use common::{wait_until, Server, ServerOptions};
 use redis::{Connection, Value};
-
-fn cmd(c: &mut Connection, args: &[&str]) -> Value {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c).unwrap()
-}
-
-fn int(c: &mut Connection, args: &[&str]) -> i64 {
-    match cmd(c, args) {
-        Value::Int(i) => i,
-        v => panic!("{args:?} → {v:?}"),
-    }
-}
 
 fn strings(v: Value) -> Vec<String> {
     match v {
@@ -45,22 +31,8 @@ fn allocate(c: &mut Connection, key: &str, job: &str, only_for: Option<&str>) ->
     if let Some(o) = only_for {
         args.extend(["ONLYFOR", o]);
     }
-    let r = strings(cmd(c, &args));
+    let r = strings(value(c, &args));
     (r[0].clone(), r[1].parse().unwrap())
-}
-
-fn error_of(c: &mut Connection, args: &[&[u8]]) -> String {
-    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    match cmd.query::<Value>(c) {
-        Ok(v) => panic!(
-            "{:?} succeeded with {v:?}",
-            String::from_utf8_lossy(&args.concat())
-        ),
-        Err(e) => format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or("")),
-    }
 }
 
 #[test]
@@ -75,28 +47,28 @@ fn atributo_readme_walkthrough() {
         "already available"
     );
     assert_eq!(
-        strings(cmd(&mut c, &["ALLOC.INSTANCES", "a"])),
+        strings(value(&mut c, &["ALLOC.INSTANCES", "a"])),
         ["instance0", "1", "instance1", "1"]
     );
     assert_eq!(allocate(&mut c, "a", "job0", None), ("instance1".into(), 1));
     assert_eq!(allocate(&mut c, "a", "job1", None), ("instance0".into(), 1));
     assert_eq!(
-        strings(cmd(&mut c, &["ALLOC.JOBS", "a", "instance0"])),
+        strings(value(&mut c, &["ALLOC.JOBS", "a", "instance0"])),
         ["job1"]
     );
     assert_eq!(
-        strings(cmd(&mut c, &["ALLOC.JOBS", "a", "instance1"])),
+        strings(value(&mut c, &["ALLOC.JOBS", "a", "instance1"])),
         ["job0"]
     );
     assert_eq!(int(&mut c, &["ALLOC.HASJOBS", "a", "instance0"]), 1);
     assert_eq!(
-        cmd(&mut c, &["ALLOC.INSTANCE", "a", "job1"]),
+        value(&mut c, &["ALLOC.INSTANCE", "a", "job1"]),
         Value::BulkString(b"instance0".to_vec())
     );
     // Unavailable but not removed: the existing allocation sticks, persisted = 0.
     assert_eq!(int(&mut c, &["ALLOC.UNAVAILABLE", "a", "instance0"]), 1);
     assert_eq!(
-        strings(cmd(&mut c, &["ALLOC.INSTANCES", "a"])),
+        strings(value(&mut c, &["ALLOC.INSTANCES", "a"])),
         ["instance0", "0", "instance1", "1"]
     );
     assert_eq!(allocate(&mut c, "a", "job1", None), ("instance0".into(), 0));
@@ -110,10 +82,10 @@ fn atributo_readme_walkthrough() {
         0
     );
     assert_eq!(
-        strings(cmd(&mut c, &["ALLOC.INSTANCES", "a"])),
+        strings(value(&mut c, &["ALLOC.INSTANCES", "a"])),
         ["instance1", "1"]
     );
-    assert_eq!(cmd(&mut c, &["ALLOC.INSTANCE", "a", "nope"]), Value::Nil);
+    assert_eq!(value(&mut c, &["ALLOC.INSTANCE", "a", "nope"]), Value::Nil);
 }
 
 #[test]
@@ -139,11 +111,11 @@ fn atributo_onlyfor_example_stores_each_job_once() {
         HashMap::from([("job0", "instance1"), ("job1", "instance0")])
     );
     assert_eq!(
-        strings(cmd(&mut w0, &["ALLOC.JOBS", "a", "instance0"])),
+        strings(value(&mut w0, &["ALLOC.JOBS", "a", "instance0"])),
         ["job1"]
     );
     assert_eq!(
-        strings(cmd(&mut w0, &["ALLOC.JOBS", "a", "instance1"])),
+        strings(value(&mut w0, &["ALLOC.JOBS", "a", "instance1"])),
         ["job0"]
     );
 }
@@ -157,20 +129,20 @@ fn drain_waits_for_the_last_job() {
     allocate(&mut c, "a", "j2", None);
     let start = Instant::now();
     assert_eq!(
-        cmd(&mut c, &["ALLOC.DRAIN", "a", "i", "BLOCK", "200"]),
+        value(&mut c, &["ALLOC.DRAIN", "a", "i", "BLOCK", "200"]),
         Value::Nil
     );
     assert!(start.elapsed() >= Duration::from_millis(190));
     assert_eq!(
-        cmd(&mut c, &["ALLOC.DRAIN", "a", "i"]),
+        value(&mut c, &["ALLOC.DRAIN", "a", "i"]),
         Value::Nil,
         "without BLOCK: at once"
     );
     let mut wc = s.conn();
-    let h = thread::spawn(move || cmd(&mut wc, &["ALLOC.DRAIN", "a", "i", "BLOCK", "20000"]));
+    let h = thread::spawn(move || value(&mut wc, &["ALLOC.DRAIN", "a", "i", "BLOCK", "20000"]));
     let mut other = s.conn();
     let h2 =
-        thread::spawn(move || cmd(&mut other, &["ALLOC.DRAIN", "a", "other", "BLOCK", "20000"]));
+        thread::spawn(move || value(&mut other, &["ALLOC.DRAIN", "a", "other", "BLOCK", "20000"]));
     assert_eq!(
         h2.join().unwrap(),
         Value::Int(1),
@@ -196,7 +168,10 @@ fn heartbeat_lapse_makes_instance_unavailable_and_keeps_jobs() {
     wait_until(Duration::from_secs(10), "heartbeat lapsed", || {
         s.info_field("corral", "corral_alloc_lapses").as_deref() == Some("1")
     });
-    assert_eq!(strings(cmd(&mut c, &["ALLOC.INSTANCES", "a"])), ["i", "0"]);
+    assert_eq!(
+        strings(value(&mut c, &["ALLOC.INSTANCES", "a"])),
+        ["i", "0"]
+    );
     assert_eq!(allocate(&mut c, "a", "j", None), ("i".into(), 0));
     assert!(error_of(&mut c, &[b"ALLOC.ALLOCATE", b"a", b"new"]).starts_with("NOINSTANCES"));
     // A heartbeat brings it back.
@@ -267,19 +242,7 @@ fn concurrent_allocation_with_toggling_never_double_allocates() {
     }
     toggler.join().unwrap();
     assert!(snapshots > 0);
-    assert_eq!(
-        s.info_field("corral", "corral_contained_panics").as_deref(),
-        Some("0")
-    );
-}
-
-fn digest(c: &mut Connection, key: &str) -> String {
-    let v: Vec<String> = redis::cmd("DEBUG")
-        .arg("DIGEST-VALUE")
-        .arg(key)
-        .query(c)
-        .unwrap();
-    v.concat()
+    assert_alive(&s, &mut c);
 }
 
 #[test]
@@ -303,20 +266,10 @@ fn replica_reload_and_aof_restart_keep_everything() {
     let mut r = replica.conn();
     let d = digest(&mut p, "a");
     assert_eq!(d, digest(&mut r, "a"));
-    let jobs_before = strings(cmd(&mut p, &["ALLOC.JOBS", "a", "i0"]));
+    let jobs_before = strings(value(&mut p, &["ALLOC.JOBS", "a", "i0"]));
     let _: () = redis::cmd("DEBUG").arg("RELOAD").query(&mut p).unwrap();
     assert_eq!(digest(&mut p, "a"), d);
-    let _: () = redis::cmd("BGREWRITEAOF").query(&mut p).unwrap();
-    wait_until(Duration::from_secs(20), "AOF rewrite done", || {
-        primary
-            .info_field("persistence", "aof_rewrite_in_progress")
-            .as_deref()
-            == Some("0")
-            && primary
-                .info_field("persistence", "aof_rewrite_scheduled")
-                .as_deref()
-                == Some("0")
-    });
+    rewrite_aof(&primary);
     drop(p);
     drop(r);
     drop(replica);
@@ -324,11 +277,11 @@ fn replica_reload_and_aof_restart_keep_everything() {
     let mut p = primary.conn();
     assert_eq!(digest(&mut p, "a"), d);
     assert_eq!(
-        strings(cmd(&mut p, &["ALLOC.JOBS", "a", "i0"])),
+        strings(value(&mut p, &["ALLOC.JOBS", "a", "i0"])),
         jobs_before
     );
     assert_eq!(
-        strings(cmd(&mut p, &["ALLOC.INSTANCES", "a"])),
+        strings(value(&mut p, &["ALLOC.INSTANCES", "a"])),
         ["i0", "1", "i2", "1", "i3", "0", "i4", "1", "unknown", "0"]
     );
 }
@@ -392,10 +345,5 @@ fn malformed_input_gets_errors_and_server_lives() {
         .query(&mut c)
         .unwrap();
     assert_eq!((inst.as_slice(), persisted), (bin, 1));
-    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
-    assert_eq!(pong, "PONG");
-    assert_eq!(
-        s.info_field("corral", "corral_contained_panics").as_deref(),
-        Some("0")
-    );
+    assert_alive(&s, &mut c);
 }

@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::client::field;
 use common::{Server, ServerOptions};
 use redis::Value;
 
@@ -85,35 +86,14 @@ fn module_is_loaded() {
     );
 }
 
-/// Names from a MODULE LIST reply (RESP2: array of [name, N, ver, V, ...] arrays).
+/// Names from a MODULE LIST reply (an array of maps: RESP2 flat arrays or RESP3 maps).
 fn module_names(v: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Value::Array(mods) = v {
-        for m in mods {
-            match m {
-                Value::Array(kv) => {
-                    for pair in kv.chunks(2) {
-                        if let [k, v] = pair {
-                            let k: String = redis::from_redis_value(k).unwrap_or_default();
-                            if k == "name" {
-                                out.push(redis::from_redis_value(v).unwrap_or_default());
-                            }
-                        }
-                    }
-                }
-                Value::Map(kv) => {
-                    for (k, v) in kv {
-                        let k: String = redis::from_redis_value(k).unwrap_or_default();
-                        if k == "name" {
-                            out.push(redis::from_redis_value(v).unwrap_or_default());
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    out
+    let Value::Array(mods) = v else {
+        panic!("MODULE LIST = {v:?}")
+    };
+    mods.iter()
+        .map(|m| redis::from_redis_value(&field(m, "name")).unwrap())
+        .collect()
 }
 
 #[test]

@@ -8,6 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::client::{
+    assert_alive, digest, error_of, fields, info_int, int, int_fields, keyevents, rewrite_aof,
+    subscribe_keyevents,
+};
 use common::{wait_until, Server, ServerOptions};
 use redis::{Connection, Value};
 
@@ -44,47 +48,6 @@ fn pullnotify(
         cmd.arg("BLOCK").arg(b);
     }
     cmd.query(c).unwrap()
-}
-
-/// Runs a command that answers an integer.
-fn int(c: &mut Connection, args: &[&str]) -> i64 {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c).unwrap()
-}
-
-/// Runs a command and returns its error text ("CODE detail"), failing if it succeeded.
-fn error_of(c: &mut Connection, args: &[&[u8]]) -> String {
-    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    match cmd.query::<Value>(c) {
-        Ok(v) => panic!(
-            "{:?} succeeded with {v:?}",
-            String::from_utf8_lossy(&args.concat())
-        ),
-        Err(e) => format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or("")),
-    }
-}
-
-fn fields(v: Value) -> Option<Vec<(String, Value)>> {
-    let flat: Vec<Value> = match v {
-        Value::Nil => return None,
-        Value::Array(a) => a,
-        Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        other => panic!("unexpected reply {other:?}"),
-    };
-    Some(
-        flat.chunks(2)
-            .map(|kv| match &kv[0] {
-                Value::BulkString(k) => (String::from_utf8_lossy(k).into_owned(), kv[1].clone()),
-                k => panic!("{k:?}"),
-            })
-            .collect(),
-    )
 }
 
 fn bytes(v: &Value) -> Option<Vec<u8>> {
@@ -146,11 +109,7 @@ fn get(c: &mut Connection, key: &str, id: i64) -> Option<Job> {
 /// JOB.INFO as a map of counts.
 fn info(c: &mut Connection, key: &str) -> HashMap<String, i64> {
     let v: Value = redis::cmd("JOB.INFO").arg(key).query(c).unwrap();
-    fields(v)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, opt_int(&v).unwrap()))
-        .collect()
+    int_fields(v).expect("JOB.INFO is never nil")
 }
 
 fn waiters(c: &mut Connection, key: &str) -> i64 {
@@ -359,28 +318,13 @@ fn lapse_repull_stale_fulfil_notheld_and_lapse_notification() {
     let mut sub = s.conn();
     let mut c = s.conn();
     let mut pubsub = sub.as_pubsub();
-    pubsub.psubscribe("__keyevent@0__:job.*").unwrap();
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    subscribe_keyevents(&mut pubsub, "job", Duration::from_secs(10));
     let id = create(&mut c, "jobs", b"work");
     let (_, _, t1) = pull(&mut c, "jobs", "old", 300, None).unwrap();
     let start = Instant::now();
     // The lapse is announced by the engine's timer, with no command touching the key.
-    let mut events = Vec::new();
-    while events.len() < 2 {
-        let msg = pubsub.get_message().expect("notification within 10 s");
-        let key: String = msg.get_payload().unwrap();
-        assert_eq!(key, "jobs");
-        events.push(
-            msg.get_channel_name()
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .to_string(),
-        );
-    }
-    assert_eq!(events, vec!["job.grant", "job.lapse"]);
+    let events = keyevents(&mut pubsub, 2, "jobs");
+    assert_eq!(events, ["job.grant", "job.lapse"]);
     let waited = start.elapsed();
     assert!(waited >= Duration::from_millis(150), "{waited:?}");
     assert!(waited < Duration::from_secs(5), "{waited:?}");
@@ -437,11 +381,7 @@ fn lapse_repull_stale_fulfil_notheld_and_lapse_notification() {
         ],
     );
     assert!(e.starts_with("ALREADY"), "{e}");
-    let lapses: u64 = s
-        .info_field("corral", "corral_job_lapses")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let lapses = info_int(&s, "corral", "corral_job_lapses");
     assert_eq!(lapses, 1);
 
     // A notification lease lapses the same way.
@@ -698,15 +638,6 @@ fn twenty_workers_fulfil_two_thousand_jobs_exactly_once() {
     );
 }
 
-fn digest(c: &mut Connection, key: &str) -> String {
-    let v: Vec<String> = redis::cmd("DEBUG")
-        .arg("DIGEST-VALUE")
-        .arg(key)
-        .query(c)
-        .unwrap();
-    v.concat()
-}
-
 /// A store with every kind of job: pending (with targets), leased, fulfilled with a 1 MB binary
 /// value and duplicate targets, fulfilled under a notification lease, fulfilled with nothing
 /// waiting, and one deleted. Returns the ids of the remaining ones.
@@ -861,15 +792,7 @@ fn reload_and_aof_restart_preserve_jobs_leases_targets_and_tokens() {
     assert_eq!(digest(&mut c, "jobs"), digest_before);
     assert_eq!(info(&mut c, "jobs"), info_before);
 
-    let _: () = redis::cmd("BGREWRITEAOF").query(&mut c).unwrap();
-    wait_until(Duration::from_secs(30), "AOF rewrite done", || {
-        s.info_field("persistence", "aof_rewrite_in_progress")
-            .as_deref()
-            == Some("0")
-            && s.info_field("persistence", "aof_rewrite_scheduled")
-                .as_deref()
-                == Some("0")
-    });
+    rewrite_aof(&s);
     drop(c);
     s.restart();
     let mut c = s.conn();
@@ -1082,69 +1005,7 @@ fn malformed_input_gets_errors_and_server_lives() {
         .query(&mut c)
         .unwrap();
     assert_eq!(r, 2);
-    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
-    assert_eq!(pong, "PONG");
-    assert_eq!(
-        s.info_field("corral", "corral_contained_panics").as_deref(),
-        Some("0")
-    );
-}
-
-#[test]
-fn command_info_and_getkeys() {
-    let s = Server::start();
-    let mut c = s.conn();
-    for (name, arity) in [
-        ("job.create", 3),
-        ("job.pull", -4),
-        ("job.renew", 5),
-        ("job.release", 4),
-        ("job.fulfill", -4),
-        ("job.queue", -4),
-        ("job.unqueue", -4),
-        ("job.pullnotify", -4),
-        ("job.done", -4),
-        ("job.get", 3),
-        ("job.delete", 3),
-        ("job.info", 2),
-    ] {
-        let v: Vec<Value> = redis::cmd("COMMAND")
-            .arg("INFO")
-            .arg(name)
-            .query(&mut c)
-            .unwrap();
-        let Value::Array(row) = &v[0] else {
-            panic!("{name}: {v:?}")
-        };
-        assert_eq!(row[1], Value::Int(arity), "{name} arity");
-        assert_eq!(
-            (&row[3], &row[4], &row[5]),
-            (&Value::Int(1), &Value::Int(1), &Value::Int(1)),
-            "{name} key positions"
-        );
-        let docs: Value = redis::cmd("COMMAND")
-            .arg("DOCS")
-            .arg(name)
-            .query(&mut c)
-            .unwrap();
-        assert!(format!("{docs:?}").contains("summary"), "{name} has docs");
-    }
-    let keys: Vec<String> = redis::cmd("COMMAND")
-        .arg("GETKEYS")
-        .arg("JOB.PULLNOTIFY")
-        .arg("mykey")
-        .arg("w")
-        .arg(100)
-        .query(&mut c)
-        .unwrap();
-    assert_eq!(keys, vec!["mykey"]);
-}
-
-fn used_memory(s: &Server) -> i64 {
-    s.info_field("memory", "used_memory")
-        .unwrap()
-        .parse()
-        .unwrap()
+    assert_alive(&s, &mut c);
 }
 
 #[test]
@@ -1152,7 +1013,7 @@ fn memory_usage_of_100k_pending_jobs_is_within_budget_and_honest() {
     const JOBS: i64 = 100_000;
     let s = Server::start();
     let mut c = s.conn();
-    let before = used_memory(&s);
+    let before = info_int(&s, "memory", "used_memory");
     for _ in 0..(JOBS / 10_000) {
         let mut p = redis::pipe();
         for _ in 0..10_000 {
@@ -1165,7 +1026,7 @@ fn memory_usage_of_100k_pending_jobs_is_within_budget_and_honest() {
         .arg("jobs")
         .query(&mut c)
         .unwrap();
-    let delta = used_memory(&s) - before;
+    let delta = info_int(&s, "memory", "used_memory") - before;
     eprintln!(
         "MEMORY USAGE {usage} ({} B/job); used_memory grew {delta} ({} B/job)",
         usage / JOBS,

@@ -2,12 +2,14 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::client::{
+    assert_alive, digest, error_of, field, info_int, int, keyevents, raw_command, rewrite_aof,
+    subscribe_keyevents,
+};
 use common::{wait_until, Server, ServerOptions};
 use redis::{Connection, Value};
 
@@ -31,54 +33,21 @@ fn lock_block(c: &mut Connection, key: &str, holder: &str, ms: u64, block: u64) 
         .unwrap()
 }
 
-/// Runs a command and returns its error text ("CODE detail"), failing if it succeeded.
-fn error_of(c: &mut Connection, args: &[&[u8]]) -> String {
-    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    match cmd.query::<Value>(c) {
-        Ok(v) => panic!(
-            "{:?} succeeded with {v:?}",
-            String::from_utf8_lossy(&args.concat())
-        ),
-        Err(e) => format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or("")),
-    }
-}
-
-fn int(c: &mut Connection, args: &[&str]) -> i64 {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c).unwrap()
-}
-
 /// RESV.INFO as (holder, ttl, token, waiters), None when free.
 fn info(c: &mut Connection, key: &str) -> Option<(String, i64, i64, i64)> {
     let v: Value = redis::cmd("RESV.INFO").arg(key).query(c).unwrap();
-    let fields: Vec<Value> = match v {
-        Value::Nil => return None,
-        Value::Array(a) => a,
-        Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        other => panic!("unexpected INFO reply {other:?}"),
-    };
-    let get = |name: &str| {
-        let i = fields
-            .iter()
-            .position(|f| matches!(f, Value::BulkString(b) if b == name.as_bytes()))
-            .unwrap_or_else(|| panic!("no {name} in {fields:?}"));
-        fields[i + 1].clone()
-    };
-    let holder = match get("holder") {
+    if v == Value::Nil {
+        return None;
+    }
+    let holder = match field(&v, "holder") {
         Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
         v => panic!("{v:?}"),
     };
-    let n = |v: Value| match v {
+    let n = |name: &str| match field(&v, name) {
         Value::Int(i) => i,
-        v => panic!("{v:?}"),
+        v => panic!("{name}: {v:?}"),
     };
-    Some((holder, n(get("ttl")), n(get("token")), n(get("waiters"))))
+    Some((holder, n("ttl"), n("token"), n("waiters")))
 }
 
 fn waiters(c: &mut Connection, key: &str) -> i64 {
@@ -229,11 +198,7 @@ fn waiter_granted_when_lease_lapses_without_other_commands() {
         "promptly after it: {waited:?}"
     );
     assert_eq!(info(&mut c, "k").unwrap().0, "b");
-    let lapses: u64 = s
-        .info_field("corral", "corral_resv_lapses")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let lapses = info_int(&s, "corral", "corral_resv_lapses");
     assert!(lapses >= 1);
 }
 
@@ -246,11 +211,7 @@ fn block_timeout_answers_nil() {
     assert_eq!(lock_block(&mut c, "k", "b", 1000, 200), None);
     assert!(start.elapsed() >= Duration::from_millis(190));
     assert_eq!(waiters(&mut c, "k"), 0, "timed-out waiter left the queue");
-    let timeouts: u64 = s
-        .info_field("corral", "corral_resv_timeouts")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let timeouts = info_int(&s, "corral", "corral_resv_timeouts");
     assert_eq!(timeouts, 1);
 }
 
@@ -260,9 +221,10 @@ fn disconnected_waiter_is_skipped() {
     let mut c = s.conn();
     lock(&mut c, "k", "a", 60_000).unwrap();
     // A raw client that blocks and then goes away.
-    let mut raw = TcpStream::connect(("127.0.0.1", s.port())).unwrap();
-    raw.write_all(b"*6\r\n$9\r\nRESV.LOCK\r\n$1\r\nk\r\n$4\r\ngone\r\n$4\r\n1000\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n")
-        .unwrap();
+    let raw = raw_command(
+        s.port(),
+        &[b"RESV.LOCK", b"k", b"gone", b"1000", b"BLOCK", b"0"],
+    );
     wait_until(Duration::from_secs(10), "raw client queued", || {
         waiters(&mut c, "k") == 1
     });
@@ -333,15 +295,7 @@ fn tokens_increase_across_release_lapse_expiry_reload_and_aof_restart() {
     int(&mut c, &["RESV.RELEASE", "k", "b"]);
     tokens.push(lock(&mut c, "k", "c", 60_000).unwrap());
     // AOF rewrite, then restart from the AOF.
-    let _: () = redis::cmd("BGREWRITEAOF").query(&mut c).unwrap();
-    wait_until(Duration::from_secs(20), "AOF rewrite done", || {
-        s.info_field("persistence", "aof_rewrite_in_progress")
-            .as_deref()
-            == Some("0")
-            && s.info_field("persistence", "aof_rewrite_scheduled")
-                .as_deref()
-                == Some("0")
-    });
+    rewrite_aof(&s);
     let before = info(&mut c, "k").unwrap();
     drop(c);
     s.restart();
@@ -359,15 +313,6 @@ fn tokens_increase_across_release_lapse_expiry_reload_and_aof_restart() {
     int(&mut c, &["RESV.RELEASE", "k", "c"]);
     tokens.push(lock(&mut c, "k", "d", 60_000).unwrap());
     assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
-}
-
-fn digest(c: &mut Connection, key: &str) -> String {
-    let v: Vec<String> = redis::cmd("DEBUG")
-        .arg("DIGEST-VALUE")
-        .arg(key)
-        .query(c)
-        .unwrap();
-    v.concat()
 }
 
 #[test]
@@ -513,54 +458,7 @@ fn malformed_input_gets_errors_and_server_lives() {
         .query(&mut c)
         .unwrap();
     assert!(t.is_some());
-    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
-    assert_eq!(pong, "PONG");
-    assert_eq!(
-        s.info_field("corral", "corral_contained_panics").as_deref(),
-        Some("0")
-    );
-}
-
-#[test]
-fn command_info_and_getkeys() {
-    let s = Server::start();
-    let mut c = s.conn();
-    for (name, arity) in [
-        ("resv.lock", -4),
-        ("resv.renew", 4),
-        ("resv.release", 3),
-        ("resv.check", 4),
-        ("resv.info", 2),
-    ] {
-        let v: Vec<Value> = redis::cmd("COMMAND")
-            .arg("INFO")
-            .arg(name)
-            .query(&mut c)
-            .unwrap();
-        let Value::Array(row) = &v[0] else {
-            panic!("{v:?}")
-        };
-        assert_eq!(row[1], Value::Int(arity), "{name} arity");
-        assert_eq!(
-            (&row[3], &row[4], &row[5]),
-            (&Value::Int(1), &Value::Int(1), &Value::Int(1))
-        );
-        let docs: Value = redis::cmd("COMMAND")
-            .arg("DOCS")
-            .arg(name)
-            .query(&mut c)
-            .unwrap();
-        assert!(format!("{docs:?}").contains("summary"), "{name} has docs");
-    }
-    let keys: Vec<String> = redis::cmd("COMMAND")
-        .arg("GETKEYS")
-        .arg("RESV.LOCK")
-        .arg("mykey")
-        .arg("a")
-        .arg(100)
-        .query(&mut c)
-        .unwrap();
-    assert_eq!(keys, vec!["mykey"]);
+    assert_alive(&s, &mut c);
 }
 
 #[test]
@@ -569,28 +467,14 @@ fn keyspace_notifications_for_grant_release_lapse() {
     let mut sub = s.conn();
     let mut c = s.conn();
     let mut pubsub = sub.as_pubsub();
-    pubsub.psubscribe("__keyevent@0__:resv.*").unwrap();
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    subscribe_keyevents(&mut pubsub, "resv", Duration::from_secs(5));
     lock(&mut c, "k", "a", 60_000).unwrap();
     int(&mut c, &["RESV.RELEASE", "k", "a"]);
     lock(&mut c, "k", "a", 100).unwrap();
-    let mut events = Vec::new();
-    while events.len() < 4 {
-        let msg = pubsub.get_message().expect("notification within 5 s");
-        let payload: String = msg.get_payload().unwrap();
-        events.push((msg.get_channel_name().to_string(), payload));
-    }
-    let names: Vec<&str> = events
-        .iter()
-        .map(|(ch, _)| ch.rsplit(':').next().unwrap())
-        .collect();
     assert_eq!(
-        names,
-        vec!["resv.grant", "resv.release", "resv.grant", "resv.lapse"]
+        keyevents(&mut pubsub, 4, "k"),
+        ["resv.grant", "resv.release", "resv.grant", "resv.lapse"]
     );
-    assert!(events.iter().all(|(_, key)| key == "k"));
 }
 
 #[test]

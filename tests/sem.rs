@@ -2,12 +2,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::client::{
+    assert_alive, digest, error_of, info_int, int, int_fields, raw_command, rewrite_aof,
+};
 use common::{wait_until, Server, ServerOptions};
 use redis::{Connection, Value};
 
@@ -34,28 +35,6 @@ fn acquire(
     cmd.query(c).unwrap()
 }
 
-fn int(c: &mut Connection, args: &[&str]) -> i64 {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c).unwrap()
-}
-
-fn error_of(c: &mut Connection, args: &[&[u8]]) -> String {
-    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    match cmd.query::<Value>(c) {
-        Ok(v) => panic!(
-            "{:?} succeeded with {v:?}",
-            String::from_utf8_lossy(&args.concat())
-        ),
-        Err(e) => format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or("")),
-    }
-}
-
 /// SEM.HOLDERS as (holder, ttl, permits, token) rows.
 fn holders(c: &mut Connection, key: &str) -> Vec<(String, i64, i64, i64)> {
     let v: Vec<Value> = redis::cmd("SEM.HOLDERS").arg(key).query(c).unwrap();
@@ -74,21 +53,13 @@ fn holders(c: &mut Connection, key: &str) -> Vec<(String, i64, i64, i64)> {
         .collect()
 }
 
+/// One integer field of SEM.INFO.
 fn info_field(c: &mut Connection, key: &str, field: &str) -> i64 {
     let v: Value = redis::cmd("SEM.INFO").arg(key).query(c).unwrap();
-    let flat: Vec<Value> = match v {
-        Value::Array(a) => a,
-        Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        x => panic!("{x:?}"),
-    };
-    let i = flat
-        .iter()
-        .position(|f| matches!(f, Value::BulkString(b) if b == field.as_bytes()))
-        .unwrap();
-    match &flat[i + 1] {
-        Value::Int(n) => *n,
-        x => panic!("{x:?}"),
-    }
+    let info = int_fields(v).expect("SEM.INFO is never nil");
+    *info
+        .get(field)
+        .unwrap_or_else(|| panic!("no {field} in {info:?}"))
 }
 
 fn waiters(c: &mut Connection, key: &str) -> i64 {
@@ -187,11 +158,7 @@ fn key_disappears_when_last_permit_lapses() {
     wait_until(Duration::from_secs(10), "key gone", || {
         int(&mut c, &["EXISTS", "sem"]) == 0
     });
-    let lapses: u64 = s
-        .info_field("corral", "corral_sem_lapses")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let lapses = info_int(&s, "corral", "corral_sem_lapses");
     assert_eq!(lapses, 2);
 }
 
@@ -262,9 +229,18 @@ fn timeout_and_disconnect_leave_the_queue() {
     assert_eq!(acquire(&mut c, "sem", "b", 1, 1000, 1, Some(200)), None);
     assert!(start.elapsed() >= Duration::from_millis(190));
     assert_eq!(waiters(&mut c, "sem"), 0);
-    let mut raw = TcpStream::connect(("127.0.0.1", s.port())).unwrap();
-    raw.write_all(b"*7\r\n$11\r\nSEM.ACQUIRE\r\n$3\r\nsem\r\n$4\r\ngone\r\n$1\r\n1\r\n$4\r\n1000\r\n$5\r\nBLOCK\r\n$1\r\n0\r\n")
-        .unwrap();
+    let raw = raw_command(
+        s.port(),
+        &[
+            b"SEM.ACQUIRE",
+            b"sem",
+            b"gone",
+            b"1",
+            b"1000",
+            b"BLOCK",
+            b"0",
+        ],
+    );
     wait_until(Duration::from_secs(10), "raw queued", || {
         waiters(&mut c, "sem") == 1
     });
@@ -278,15 +254,6 @@ fn timeout_and_disconnect_leave_the_queue() {
         0,
         "nobody was granted on the gone client's behalf"
     );
-}
-
-fn digest(c: &mut Connection, key: &str) -> String {
-    let v: Vec<String> = redis::cmd("DEBUG")
-        .arg("DIGEST-VALUE")
-        .arg(key)
-        .query(c)
-        .unwrap();
-    v.concat()
 }
 
 #[test]
@@ -357,15 +324,7 @@ fn reload_and_aof_restart_keep_holders_deadlines_tokens() {
             .map(|h| (&h.0, h.2, h.3))
             .collect::<Vec<_>>()
     );
-    let _: () = redis::cmd("BGREWRITEAOF").query(&mut c).unwrap();
-    wait_until(Duration::from_secs(20), "AOF rewrite done", || {
-        s.info_field("persistence", "aof_rewrite_in_progress")
-            .as_deref()
-            == Some("0")
-            && s.info_field("persistence", "aof_rewrite_scheduled")
-                .as_deref()
-                == Some("0")
-    });
+    rewrite_aof(&s);
     drop(c);
     s.restart();
     let mut c = s.conn();
@@ -449,10 +408,5 @@ fn malformed_input_gets_errors_and_server_lives() {
         .query(&mut c)
         .unwrap();
     assert!(t.is_some());
-    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
-    assert_eq!(pong, "PONG");
-    assert_eq!(
-        s.info_field("corral", "corral_contained_panics").as_deref(),
-        Some("0")
-    );
+    assert_alive(&s, &mut c);
 }

@@ -7,6 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::client::{
+    assert_alive, digest, error_of, info_int, int, int_fields, keyevents, rewrite_aof,
+    subscribe_keyevents,
+};
 use common::{wait_until, Server, ServerOptions};
 use redis::{Connection, Value};
 
@@ -24,25 +28,6 @@ fn get_token(c: &mut Connection, key: &str, opts: &[&str]) -> Option<(i64, i64)>
         .unwrap()
 }
 
-fn int(c: &mut Connection, args: &[&str]) -> i64 {
-    redis::cmd(args[0]).arg(&args[1..]).query(c).unwrap()
-}
-
-/// Runs a command and returns its error text ("CODE detail"), failing if it succeeded.
-fn error_of(c: &mut Connection, args: &[&[u8]]) -> String {
-    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    match cmd.query::<Value>(c) {
-        Ok(v) => panic!(
-            "{:?} succeeded with {v:?}",
-            String::from_utf8_lossy(&args.concat())
-        ),
-        Err(e) => format!("{} {}", e.code().unwrap_or("?"), e.detail().unwrap_or("")),
-    }
-}
-
 /// SLOT.HOLDER as (holder, ttl, token); None when the slot is free.
 type Holder = (Option<Vec<u8>>, i64, Option<i64>);
 
@@ -57,41 +42,11 @@ fn holder(c: &mut Connection, key: &str, slot: i64) -> Option<Holder> {
 /// SLOT.INFO as a map of its integer fields; None when the key does not exist.
 fn info(c: &mut Connection, key: &str) -> Option<HashMap<String, i64>> {
     let v: Value = redis::cmd("SLOT.INFO").arg(key).query(c).unwrap();
-    let fields: Vec<Value> = match v {
-        Value::Nil => return None,
-        Value::Array(a) => a,
-        Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        other => panic!("unexpected INFO reply {other:?}"),
-    };
-    Some(
-        fields
-            .chunks(2)
-            .map(|kv| match kv {
-                [Value::BulkString(k), Value::Int(v)] => {
-                    (String::from_utf8_lossy(k).into_owned(), *v)
-                }
-                other => panic!("{other:?}"),
-            })
-            .collect(),
-    )
+    int_fields(v)
 }
 
 fn waiters(c: &mut Connection, key: &str) -> i64 {
     info(c, key).map_or(0, |i| i["waiters"])
-}
-
-fn digest(c: &mut Connection, key: &str) -> String {
-    let v: Vec<String> = redis::cmd("DEBUG")
-        .arg("DIGEST-VALUE")
-        .arg(key)
-        .query(c)
-        .unwrap();
-    v.concat()
-}
-
-fn ping(c: &mut Connection) {
-    let pong: String = redis::cmd("PING").query(c).unwrap();
-    assert_eq!(pong, "PONG");
 }
 
 #[test]
@@ -205,11 +160,7 @@ fn limit_pool_is_full_then_blocks_until_put_or_lapse() {
         Some((None, -1, None)),
         "the waiter's slot"
     );
-    let lapses: u64 = s
-        .info_field("corral", "corral_slot_lapses")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let lapses = info_int(&s, "corral", "corral_slot_lapses");
     assert_eq!(lapses, 1);
 }
 
@@ -522,15 +473,7 @@ fn reload_and_aof_rewrite_keep_every_slot_holder_deadline_and_token() {
     assert_same(&before, &snapshot(&mut c, "k", 305), 5_000);
     assert_eq!(digest(&mut c, "k"), d, "DEBUG RELOAD: the same value");
 
-    let _: () = redis::cmd("BGREWRITEAOF").query(&mut c).unwrap();
-    wait_until(Duration::from_secs(20), "AOF rewrite done", || {
-        s.info_field("persistence", "aof_rewrite_in_progress")
-            .as_deref()
-            == Some("0")
-            && s.info_field("persistence", "aof_rewrite_scheduled")
-                .as_deref()
-                == Some("0")
-    });
+    rewrite_aof(&s);
     let base: Vec<_> = std::fs::read_dir(s.dir().join("appendonlydir"))
         .unwrap()
         .filter_map(|e| e.ok())
@@ -672,11 +615,7 @@ fn malformed_input_gets_errors_and_server_lives() {
         .query(&mut c)
         .unwrap();
     assert_eq!(slot, 0);
-    ping(&mut c);
-    assert_eq!(
-        s.info_field("corral", "corral_contained_panics").as_deref(),
-        Some("0")
-    );
+    assert_alive(&s, &mut c);
 }
 
 #[test]
@@ -732,77 +671,18 @@ fn block_inside_multi_answers_at_once() {
 }
 
 #[test]
-fn command_info_and_getkeys() {
-    let s = Server::start();
-    let mut c = s.conn();
-    for (name, arity) in [
-        ("slot.get", -2),
-        ("slot.put", -3),
-        ("slot.renew", -4),
-        ("slot.count", 2),
-        ("slot.holder", 3),
-        ("slot.info", 2),
-    ] {
-        let v: Vec<Value> = redis::cmd("COMMAND")
-            .arg("INFO")
-            .arg(name)
-            .query(&mut c)
-            .unwrap();
-        let Value::Array(row) = &v[0] else {
-            panic!("{v:?}")
-        };
-        assert_eq!(row[1], Value::Int(arity), "{name} arity");
-        assert_eq!(
-            (&row[3], &row[4], &row[5]),
-            (&Value::Int(1), &Value::Int(1), &Value::Int(1))
-        );
-        let docs: Value = redis::cmd("COMMAND")
-            .arg("DOCS")
-            .arg(name)
-            .query(&mut c)
-            .unwrap();
-        assert!(format!("{docs:?}").contains("summary"), "{name} has docs");
-    }
-    let keys: Vec<String> = redis::cmd("COMMAND")
-        .arg("GETKEYS")
-        .arg("SLOT.GET")
-        .arg("pool")
-        .arg("HOLDER")
-        .arg("a")
-        .query(&mut c)
-        .unwrap();
-    assert_eq!(keys, vec!["pool"]);
-}
-
-#[test]
 fn keyspace_notifications_for_grant_renew_release_lapse() {
     let s = Server::start_with(ServerOptions::new().config("notify-keyspace-events", "Ed"));
     let mut sub = s.conn();
     let mut c = s.conn();
     let mut pubsub = sub.as_pubsub();
-    pubsub.psubscribe("__keyevent@0__:slot.*").unwrap();
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    subscribe_keyevents(&mut pubsub, "slot", Duration::from_secs(5));
     slot_get(&mut c, "k", &[]);
     int(&mut c, &["SLOT.PUT", "k", "0"]);
     slot_get(&mut c, "k", &["TTL", "10000"]);
     int(&mut c, &["SLOT.RENEW", "k", "0", "100"]);
-    let mut names = Vec::new();
-    while names.len() < 5 {
-        let msg = pubsub.get_message().expect("notification within 5 s");
-        let key: String = msg.get_payload().unwrap();
-        assert_eq!(key, "k");
-        names.push(
-            msg.get_channel_name()
-                .rsplit(':')
-                .next()
-                .unwrap()
-                .to_string(),
-        );
-    }
     assert_eq!(
-        names,
+        keyevents(&mut pubsub, 5, "k"),
         [
             "slot.grant",
             "slot.release",

@@ -27,7 +27,12 @@
 //! - `CORRAL_MODULE`: path of the module `.so` to load (default: the one cargo built).
 //! - `REDIS_SERVER`: the `redis-server` binary (default: `redis-server` on PATH).
 //! - `CORRAL_KEEP_TEST_DIRS`: if set, temp dirs are kept (and their paths printed).
+//!
+//! Client helpers the test files share (`int`, `error_of`, `digest`, reply parsing,
+//! `rewrite_aof`, `raw_command`) live in [`client`].
 #![allow(dead_code)]
+
+pub mod client;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -1,0 +1,164 @@
+//! Every corral command's registration: COMMAND LIST, INFO, DOCS and GETKEYS.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::client::{field, fields};
+use common::Server;
+use redis::{Connection, Value};
+
+/// Every command the module registers: (name, arity, a valid invocation's arguments after the
+/// key). A command missing here fails `the_module_registers_exactly_the_table`.
+const COMMANDS: &[(&str, i64, &[&str])] = &[
+    ("corral._apply", 3, &["payload"]),
+    // RESV
+    ("resv.lock", -4, &["a", "100", "BLOCK", "10"]),
+    ("resv.renew", 4, &["a", "100"]),
+    ("resv.release", 3, &["a"]),
+    ("resv.check", 4, &["a", "1"]),
+    ("resv.info", 2, &[]),
+    // SEM
+    ("sem.acquire", -5, &["a", "3", "100", "PERMITS", "2"]),
+    ("sem.renew", 4, &["a", "100"]),
+    ("sem.release", 3, &["a"]),
+    ("sem.count", 2, &[]),
+    ("sem.holders", 2, &[]),
+    ("sem.info", 2, &[]),
+    // SLOT
+    ("slot.get", -2, &["HOLDER", "a"]),
+    ("slot.put", -3, &["0", "HOLDER", "a"]),
+    ("slot.renew", -4, &["0", "100"]),
+    ("slot.count", 2, &[]),
+    ("slot.holder", 3, &["0"]),
+    ("slot.info", 2, &[]),
+    // ALLOC
+    ("alloc.available", -3, &["i", "TTL", "100"]),
+    ("alloc.unavailable", -3, &["i", "REMOVE"]),
+    ("alloc.instances", 2, &[]),
+    ("alloc.allocate", -3, &["j", "ONLYFOR", "i"]),
+    ("alloc.deallocate", 3, &["j"]),
+    ("alloc.jobs", 3, &["i"]),
+    ("alloc.hasjobs", 3, &["i"]),
+    ("alloc.instance", 3, &["j"]),
+    ("alloc.drain", -3, &["i", "BLOCK", "10"]),
+    // JOB
+    ("job.create", 3, &["request"]),
+    ("job.pull", -4, &["w", "100"]),
+    ("job.renew", 5, &["1", "w", "100"]),
+    ("job.release", 4, &["1", "w"]),
+    ("job.fulfill", -4, &["1", "v", "TOKEN", "1"]),
+    ("job.queue", -4, &["1", "t"]),
+    ("job.unqueue", -4, &["1", "t"]),
+    ("job.pullnotify", -4, &["w", "100"]),
+    ("job.done", -4, &["1", "w", "t"]),
+    ("job.get", 3, &["1"]),
+    ("job.delete", 3, &["1"]),
+    ("job.info", 2, &[]),
+];
+
+fn text(v: &Value) -> String {
+    redis::from_redis_value(v).unwrap_or_else(|e| panic!("{v:?}: {e}"))
+}
+
+#[test]
+fn the_module_registers_exactly_the_table() {
+    let s = Server::start();
+    let mut c = s.conn();
+    let listed: BTreeSet<String> = redis::cmd("COMMAND")
+        .arg("LIST")
+        .arg("FILTERBY")
+        .arg("MODULE")
+        .arg("corral")
+        .query(&mut c)
+        .unwrap();
+    let table: BTreeSet<String> = COMMANDS.iter().map(|r| r.0.to_string()).collect();
+    assert_eq!(
+        table.len(),
+        COMMANDS.len(),
+        "a command is in the table twice"
+    );
+    assert_eq!(
+        listed,
+        table,
+        "registered but not in the table: {:?}; in the table but not registered: {:?}",
+        listed.difference(&table).collect::<Vec<_>>(),
+        table.difference(&listed).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn command_info_arity_and_key_positions() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for &(name, arity, _) in COMMANDS {
+        let v: Vec<Value> = redis::cmd("COMMAND")
+            .arg("INFO")
+            .arg(name)
+            .query(&mut c)
+            .unwrap();
+        let [Value::Array(row)] = &v[..] else {
+            panic!("{name}: {v:?}")
+        };
+        assert_eq!(text(&row[0]), name);
+        assert_eq!(row[1], Value::Int(arity), "{name} arity");
+        assert_eq!(
+            (&row[3], &row[4], &row[5]),
+            (&Value::Int(1), &Value::Int(1), &Value::Int(1)),
+            "{name} first/last/step key"
+        );
+    }
+}
+
+#[test]
+fn command_docs_have_a_summary_and_since() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for &(name, _, _) in COMMANDS {
+        let v: Value = redis::cmd("COMMAND")
+            .arg("DOCS")
+            .arg(name)
+            .query(&mut c)
+            .unwrap();
+        let docs = field(&v, name);
+        let summary = text(&field(&docs, "summary"));
+        assert!(!summary.trim().is_empty(), "{name} summary");
+        let since = text(&field(&docs, "since"));
+        assert!(
+            !since.is_empty() && since.split('.').all(|n| n.parse::<u32>().is_ok()),
+            "{name} since {since:?}"
+        );
+        assert_eq!(text(&field(&docs, "module")), "corral", "{name}");
+        // The key comes first in the documented arguments.
+        let args: Vec<Value> = redis::from_redis_value(&field(&docs, "arguments")).unwrap();
+        let first = fields(args[0].clone()).unwrap();
+        assert!(
+            first.iter().any(|(k, v)| k == "type" && text(v) == "key"),
+            "{name}: {first:?}"
+        );
+    }
+}
+
+fn getkeys(c: &mut Connection, name: &str, args: &[&str]) -> Vec<String> {
+    redis::cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg(name)
+        .arg("mykey")
+        .arg(args)
+        .query(c)
+        .unwrap_or_else(|e| panic!("COMMAND GETKEYS {name} mykey {args:?}: {e}"))
+}
+
+#[test]
+fn command_getkeys_finds_the_one_key() {
+    let s = Server::start();
+    let mut c = s.conn();
+    for &(name, _, args) in COMMANDS {
+        assert_eq!(getkeys(&mut c, name, args), ["mykey"], "{name} {args:?}");
+        assert_eq!(
+            getkeys(&mut c, &name.to_ascii_uppercase(), args),
+            ["mykey"],
+            "{name} in upper case"
+        );
+    }
+}
