@@ -8,30 +8,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::{wait_until, Server, ServerOptions};
+use common::client::{field, int, rewrite_aof};
+use common::{Server, ServerOptions};
 use redis::{Connection, Value};
-
-fn int(c: &mut Connection, args: &[&str]) -> i64 {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c).unwrap()
-}
-
-fn fields(v: Value) -> HashMap<String, Value> {
-    let flat: Vec<Value> = match v {
-        Value::Array(a) => a,
-        Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        v => panic!("not a map: {v:?}"),
-    };
-    flat.chunks(2)
-        .map(|kv| match &kv[0] {
-            Value::BulkString(k) => (String::from_utf8_lossy(k).into_owned(), kv[1].clone()),
-            k => panic!("{k:?}"),
-        })
-        .collect()
-}
 
 fn as_int(v: &Value) -> i64 {
     match v {
@@ -227,9 +206,8 @@ fn verify(c: &mut Connection, acked: &[Acked], uncertain: &HashSet<String>) {
                 continue;
             }
             let v: Value = redis::cmd("RESV.INFO").arg(key).query(c).unwrap();
-            let f = fields(v);
             assert_eq!(
-                (as_str(&f["holder"]), as_int(&f["token"])),
+                (as_str(&field(&v, "holder")), as_int(&field(&v, "token"))),
                 (holder.clone(), *token),
                 "{key}"
             );
@@ -261,10 +239,10 @@ fn verify(c: &mut Connection, acked: &[Acked], uncertain: &HashSet<String>) {
             if uncertain.contains(&format!("job {id}")) {
                 continue;
             }
-            let f = fields(redis::cmd("JOB.GET").arg("jobs").arg(id).query(c).unwrap());
+            let job: Value = redis::cmd("JOB.GET").arg("jobs").arg(id).query(c).unwrap();
             match value {
-                Some(v) => assert_eq!(as_str(&f["value"]), *v, "job {id}"),
-                None => assert_eq!(as_str(&f["state"]), "pending", "job {id}"),
+                Some(v) => assert_eq!(as_str(&field(&job, "value")), *v, "job {id}"),
+                None => assert_eq!(as_str(&field(&job, "state")), "pending", "job {id}"),
             }
         }
         for (job, inst) in &a.allocations {
@@ -365,15 +343,7 @@ fn aof_rewrite_during_load_then_restart_is_equal() {
         })
         .collect();
     thread::sleep(Duration::from_millis(200));
-    let _: () = redis::cmd("BGREWRITEAOF").query(&mut c).unwrap();
-    wait_until(Duration::from_secs(30), "AOF rewrite done", || {
-        s.info_field("persistence", "aof_rewrite_in_progress")
-            .as_deref()
-            == Some("0")
-            && s.info_field("persistence", "aof_rewrite_scheduled")
-                .as_deref()
-                == Some("0")
-    });
+    rewrite_aof(&s);
     thread::sleep(Duration::from_millis(100)); // writes after the rewrite go to the new AOF
     stop.store(true, Ordering::Relaxed);
     for t in threads {

@@ -6,16 +6,9 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
+use common::client::{field, int, value};
 use common::{wait_until, Server};
 use redis::{Connection, Value};
-
-fn int(c: &mut Connection, args: &[&str]) -> i64 {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c).unwrap()
-}
 
 fn lock(c: &mut Connection, key: &str, holder: &str, ms: u64) -> Option<i64> {
     redis::cmd("RESV.LOCK")
@@ -27,17 +20,17 @@ fn lock(c: &mut Connection, key: &str, holder: &str, ms: u64) -> Option<i64> {
 }
 
 fn holder(c: &mut Connection, key: &str) -> Option<(String, i64)> {
-    let v: Value = redis::cmd("RESV.INFO").arg(key).query(c).unwrap();
-    let flat: Vec<Value> = match v {
-        Value::Nil => return None,
-        Value::Array(a) => a,
-        Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
-        v => panic!("{v:?}"),
+    let v = value(c, &["RESV.INFO", key]);
+    if v == Value::Nil {
+        return None;
+    }
+    let Value::BulkString(h) = field(&v, "holder") else {
+        panic!("{v:?}")
     };
-    let (Value::BulkString(h), Value::Int(t)) = (&flat[1], &flat[5]) else {
-        panic!("{flat:?}")
+    let Value::Int(t) = field(&v, "token") else {
+        panic!("{v:?}")
     };
-    Some((String::from_utf8_lossy(h).into_owned(), *t))
+    Some((String::from_utf8_lossy(&h).into_owned(), t))
 }
 
 fn lapses(s: &Server) -> u64 {
