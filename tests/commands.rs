@@ -114,7 +114,7 @@ fn command_info_arity_and_key_positions() {
 fn command_docs_have_a_summary_and_since() {
     let s = Server::start();
     let mut c = s.conn();
-    for &(name, _, _) in COMMANDS {
+    for &(name, arity, _) in COMMANDS {
         let v: Value = redis::cmd("COMMAND")
             .arg("DOCS")
             .arg(name)
@@ -136,6 +136,32 @@ fn command_docs_have_a_summary_and_since() {
             first.iter().any(|(k, v)| k == "type" && text(v) == "key"),
             "{name}: {first:?}"
         );
+        // The documented arguments agree with the arity: the required ones (plus the command
+        // name) are exactly |arity|, and a fixed arity has nothing optional or repeatable.
+        let flags: Vec<String> = args
+            .iter()
+            .map(|a| {
+                let f = fields(a.clone()).unwrap();
+                f.iter()
+                    .find(|(k, _)| k == "flags")
+                    .map(|(_, v)| format!("{v:?}"))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let required = flags.iter().filter(|f| !f.contains("optional")).count() as i64;
+        assert_eq!(
+            required + 1,
+            arity.abs(),
+            "{name}: required args vs arity {arity}: {flags:?}"
+        );
+        if arity > 0 {
+            assert!(
+                flags
+                    .iter()
+                    .all(|f| !f.contains("optional") && !f.contains("multiple")),
+                "{name}: fixed arity {arity} but {flags:?}"
+            );
+        }
     }
 }
 

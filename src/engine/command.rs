@@ -25,6 +25,8 @@ pub enum Arg {
     Flag(&'static str),
     /// One or more string arguments.
     Many(&'static str),
+    /// Zero or more string arguments.
+    OptMany(&'static str),
 }
 
 /// A corral command. Every command takes exactly one key, at argument 1.
@@ -39,6 +41,8 @@ pub trait Command {
     const COMPLEXITY: &'static str;
     /// Arguments after the key.
     const ARGS: &'static [Arg];
+    /// The corral version that introduced the command (COMMAND DOCS `since`).
+    const SINCE: &'static str = "0.1.0";
 
     fn run(ctx: Ctx, key: RStr, args: Args) -> CmdResult;
 }
@@ -51,6 +55,7 @@ pub struct CommandDef {
     summary: &'static str,
     complexity: &'static str,
     args: &'static [Arg],
+    since: &'static str,
     func: ffi::CmdFunc,
 }
 
@@ -62,6 +67,7 @@ pub const fn command<C: Command>() -> CommandDef {
         summary: C::SUMMARY,
         complexity: C::COMPLEXITY,
         args: C::ARGS,
+        since: C::SINCE,
         func: trampoline::<C>,
     }
 }
@@ -218,6 +224,12 @@ fn document(ctx: Ctx, name: &CString, def: &CommandDef) -> Result<(), &'static s
                 None,
                 REDISMODULE_CMD_ARG_MULTIPLE as c_int,
             ),
+            Arg::OptMany(n) => arg(
+                n,
+                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+                None,
+                (REDISMODULE_CMD_ARG_MULTIPLE | REDISMODULE_CMD_ARG_OPTIONAL) as c_int,
+            ),
         });
     }
     // SAFETY: zeroed terminator entry.
@@ -234,7 +246,7 @@ fn document(ctx: Ctx, name: &CString, def: &CommandDef) -> Result<(), &'static s
     info.version = version;
     info.summary = leak(def.summary);
     info.complexity = leak(def.complexity);
-    info.since = leak(env!("CARGO_PKG_VERSION"));
+    info.since = leak(def.since);
     info.arity = def.arity;
     info.key_specs = specs;
     info.args = leak_slice(args);

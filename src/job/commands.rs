@@ -281,7 +281,7 @@ impl Command for DoneCmd {
     const SUMMARY: &'static str = "Ends worker's notification lease on job id, removing the targets given (notified); returns how many were removed. Targets left are handed out again";
     const COMPLEXITY: &'static str =
         "O(log N + T×G) where N is the number of jobs, T the job's targets, G the targets given";
-    const ARGS: &'static [Arg] = &[Arg::Int("id"), Arg::Str("worker"), Arg::Many("target")];
+    const ARGS: &'static [Arg] = &[Arg::Int("id"), Arg::Str("worker"), Arg::OptMany("target")];
 
     fn run(ctx: Ctx, key: RStr, mut a: Args) -> CmdResult {
         let id = job_id(&mut a)?;
