@@ -682,6 +682,7 @@ mod util {
     use std::time::{Duration, Instant};
 
     use super::common::Server;
+    use super::resp::{self, Reply};
 
     /// `INFO commandstats` as `command name → (calls, usec)`, names as Redis spells them
     /// after `cmdstat_` (`resv.lock`, `set`, `evalsha`…).
@@ -715,6 +716,146 @@ mod util {
             .arg("RESETSTAT")
             .query(conn)
             .expect("CONFIG RESETSTAT");
+    }
+
+    /// A command's arguments (name first).
+    pub type Args = Vec<Vec<u8>>;
+
+    /// Whether a reply is the success a command should get.
+    pub type Check = fn(&Reply) -> bool;
+
+    pub fn args(parts: &[&str]) -> Args {
+        parts.iter().map(|p| p.as_bytes().to_vec()).collect()
+    }
+
+    pub fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
+        v.iter().map(|a| a.as_slice()).collect()
+    }
+
+    pub fn is_int(r: &Reply) -> bool {
+        matches!(r, Reply::Int(_))
+    }
+
+    pub fn is_one(r: &Reply) -> bool {
+        *r == Reply::Int(1)
+    }
+
+    pub fn is_ok(r: &Reply) -> bool {
+        *r == Reply::Status("OK".into())
+    }
+
+    pub fn is_nil(r: &Reply) -> bool {
+        *r == Reply::Bulk(None) || *r == Reply::Array(None)
+    }
+
+    /// Iterations run per pipeline by [`measure`].
+    pub const BATCH: usize = 100;
+
+    /// Commands, repeated, whose server time `INFO commandstats` measures.
+    pub struct Workload {
+        pub label: &'static str,
+        /// The iterations it cycles through (iteration i runs `iterations[i % len]`): each
+        /// is a sequence of commands, each with a check that its reply is the expected
+        /// success. A fixed workload has one.
+        pub iterations: Vec<Vec<(Args, Check)>>,
+        /// The `cmdstat_` entries whose usec make up this workload's server time.
+        pub stats: &'static [&'static str],
+    }
+
+    impl Workload {
+        /// The same commands every iteration.
+        pub fn new(
+            label: &'static str,
+            cmds: Vec<(Args, Check)>,
+            stats: &'static [&'static str],
+        ) -> Workload {
+            Workload::cycling(label, vec![cmds], stats)
+        }
+
+        /// Different commands from one iteration to the next (e.g. a new holder id each
+        /// time), cycled through in order. Their number must be 1 or a multiple of
+        /// [`BATCH`], so that every pipeline is one of a fixed set, encoded once.
+        pub fn cycling(
+            label: &'static str,
+            iterations: Vec<Vec<(Args, Check)>>,
+            stats: &'static [&'static str],
+        ) -> Workload {
+            assert!(
+                iterations.len() == 1 || iterations.len().is_multiple_of(BATCH),
+                "{label}: {} iterations is not 1 or a multiple of {BATCH}",
+                iterations.len()
+            );
+            Workload {
+                label,
+                iterations,
+                stats,
+            }
+        }
+    }
+
+    /// What one measured run of a [`Workload`] cost the server.
+    pub struct ServerTime {
+        /// usec per iteration: the sum of `stats`' usec over the iterations.
+        pub per_iter: f64,
+        /// usec per call of each entry of `stats`, in order.
+        pub per_call: Vec<f64>,
+    }
+
+    /// Runs `iters` iterations of `w` on `conn`, [`BATCH`] iterations per pipeline, after a
+    /// `CONFIG RESETSTAT` on `admin`; returns what `INFO commandstats` says they cost.
+    pub fn measure(
+        conn: &mut resp::Conn,
+        admin: &mut redis::Connection,
+        w: &Workload,
+        iters: usize,
+    ) -> ServerTime {
+        // The pipelines, encoded before the clock starts: pipeline b runs iterations
+        // b*BATCH.. of the cycle.
+        let cycle = w.iterations.len();
+        let pipelines: Vec<Vec<u8>> = (0..(cycle / BATCH).max(1))
+            .map(|b| {
+                let mut buf = Vec::new();
+                for i in 0..BATCH {
+                    for (cmd, _) in &w.iterations[(b * BATCH + i) % cycle] {
+                        resp::encode(&mut buf, &refs(cmd));
+                    }
+                }
+                buf
+            })
+            .collect();
+        reset_stats(admin);
+        for n in 0..iters / BATCH {
+            let b = n % pipelines.len();
+            conn.send_raw(&pipelines[b]).expect("send");
+            for i in 0..BATCH {
+                for (cmd, ok) in &w.iterations[(b * BATCH + i) % cycle] {
+                    let r = conn.read().expect("read");
+                    assert!(
+                        ok(&r),
+                        "{}: unexpected reply {r:?} to {:?}",
+                        w.label,
+                        String::from_utf8_lossy(&cmd[0])
+                    );
+                }
+            }
+        }
+        let stats = cmdstats(admin);
+        let iters = (iters / BATCH * BATCH) as f64;
+        let mut total = 0.0;
+        let per_call = w
+            .stats
+            .iter()
+            .map(|name| {
+                let (calls, usec) = stats.get(*name).copied().unwrap_or((0, 0));
+                assert!(calls > 0, "{}: no cmdstat_{name} in INFO", w.label);
+                total += usec as f64;
+                usec as f64 / calls as f64
+            })
+            .collect();
+        ServerTime {
+            per_iter: total / iters,
+            per_call,
+        }
     }
 
     /// The smallest of some numbers (NaN if none).
@@ -859,7 +1000,10 @@ mod resv {
     use super::common::{Server, ServerOptions};
     use super::report::{Report, Row, Target};
     use super::resp::{self, Reply};
-    use super::util::{self, cmdstats, min, percentile, reset_stats, Waiter};
+    use super::util::{
+        self, args, cmdstats, is_int, is_nil, is_ok, is_one, measure, min, percentile, refs,
+        reset_stats, Args, Check, ServerTime, Waiter, Workload,
+    };
 
     const FAMILY: &str = "RESV";
 
@@ -868,102 +1012,6 @@ mod resv {
     /// …and the compare-and-delete unlock.
     const LUA_UNLOCK: &str =
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
-
-    /// A command's arguments (name first).
-    type Args = Vec<Vec<u8>>;
-
-    /// Whether a reply is the success a command should get.
-    type Check = fn(&Reply) -> bool;
-
-    /// A fixed sequence of commands, repeated, whose server time `INFO commandstats` measures.
-    struct Workload {
-        label: &'static str,
-        /// One iteration: each command with a check that its reply is the expected success.
-        cmds: Vec<(Args, Check)>,
-        /// The `cmdstat_` entries whose usec make up this workload's server time.
-        stats: &'static [&'static str],
-    }
-
-    /// What one measured run of a [`Workload`] cost the server.
-    struct ServerTime {
-        /// usec per iteration: the sum of `stats`' usec over the iterations.
-        per_iter: f64,
-        /// usec per call of each entry of `stats`, in order.
-        per_call: Vec<f64>,
-    }
-
-    fn args(parts: &[&str]) -> Args {
-        parts.iter().map(|p| p.as_bytes().to_vec()).collect()
-    }
-
-    fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
-        v.iter().map(|a| a.as_slice()).collect()
-    }
-
-    fn is_int(r: &Reply) -> bool {
-        matches!(r, Reply::Int(_))
-    }
-
-    fn is_one(r: &Reply) -> bool {
-        *r == Reply::Int(1)
-    }
-
-    fn is_ok(r: &Reply) -> bool {
-        *r == Reply::Status("OK".into())
-    }
-
-    fn is_nil(r: &Reply) -> bool {
-        *r == Reply::Bulk(None) || *r == Reply::Array(None)
-    }
-
-    /// Runs `iters` iterations of `w` on `conn`, `BATCH` iterations per pipeline, after a
-    /// `CONFIG RESETSTAT` on `admin`; returns what `INFO commandstats` says they cost.
-    fn measure(
-        conn: &mut resp::Conn,
-        admin: &mut redis::Connection,
-        w: &Workload,
-        iters: usize,
-    ) -> ServerTime {
-        const BATCH: usize = 100;
-        let mut batch = Vec::new();
-        for _ in 0..BATCH {
-            for (cmd, _) in &w.cmds {
-                resp::encode(&mut batch, &refs(cmd));
-            }
-        }
-        reset_stats(admin);
-        for _ in 0..iters / BATCH {
-            conn.send_raw(&batch).expect("send");
-            for _ in 0..BATCH {
-                for (cmd, ok) in &w.cmds {
-                    let r = conn.read().expect("read");
-                    assert!(
-                        ok(&r),
-                        "{}: unexpected reply {r:?} to {:?}",
-                        w.label,
-                        String::from_utf8_lossy(&cmd[0])
-                    );
-                }
-            }
-        }
-        let stats = cmdstats(admin);
-        let iters = (iters / BATCH * BATCH) as f64;
-        let mut total = 0.0;
-        let per_call = w
-            .stats
-            .iter()
-            .map(|name| {
-                let (calls, usec) = stats.get(*name).copied().unwrap_or((0, 0));
-                assert!(calls > 0, "{}: no cmdstat_{name} in INFO", w.label);
-                total += usec as f64;
-                usec as f64 / calls as f64
-            })
-            .collect();
-        ServerTime {
-            per_iter: total / iters,
-            per_call,
-        }
-    }
 
     /// (a) Server time per lock + release, from `INFO commandstats`, against `SET NX PX` +
     /// `DEL` and against the Lua lock/unlock scripts, all on one server.
@@ -1002,41 +1050,41 @@ mod resv {
         let unlock_sha = load(&mut admin, LUA_UNLOCK);
 
         let workloads = [
-            Workload {
-                label: "corral",
-                cmds: vec![
+            Workload::new(
+                "corral",
+                vec![
                     (args(&["RESV.LOCK", "k", "holder", "10000"]), is_int),
                     (args(&["RESV.RELEASE", "k", "holder"]), is_one),
                 ],
-                stats: &["resv.lock", "resv.release"],
-            },
-            Workload {
-                label: "SET NX PX + DEL",
-                cmds: vec![
+                &["resv.lock", "resv.release"],
+            ),
+            Workload::new(
+                "SET NX PX + DEL",
+                vec![
                     (args(&["SET", "k", "holder", "NX", "PX", "10000"]), is_ok),
                     (args(&["DEL", "k"]), is_one),
                 ],
-                stats: &["set", "del"],
-            },
-            Workload {
-                label: "Lua lock + unlock (EVALSHA)",
-                cmds: vec![
+                &["set", "del"],
+            ),
+            Workload::new(
+                "Lua lock + unlock (EVALSHA)",
+                vec![
                     (
                         args(&["EVALSHA", &lock_sha, "1", "k", "holder", "10000"]),
                         is_ok,
                     ),
                     (args(&["EVALSHA", &unlock_sha, "1", "k", "holder"]), is_one),
                 ],
-                stats: &["evalsha"],
-            },
-            Workload {
-                label: "floor",
-                cmds: vec![
+                &["evalsha"],
+            ),
+            Workload::new(
+                "floor",
+                vec![
                     (args(&["RESV.INFO", "free"]), is_nil),
                     (args(&["GET", "free"]), is_nil),
                 ],
-                stats: &["resv.info", "get"],
-            },
+                &["resv.info", "get"],
+            ),
         ];
 
         // Warm up (allocator, dict sizes, script cache, CPU frequency), unmeasured.
