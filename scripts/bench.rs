@@ -16,8 +16,9 @@
 //!   [`resv`] below.
 //! - [`report`]: the rows, the targets, the Markdown and JSON output.
 //! - [`resp`]: a tiny raw RESP client (pre-encoded pipelines, thousands of sockets).
-//! - [`util`]: helpers shared by the sections (waiter threads, percentiles, INFO parsing).
-//! - [`resv`]: the RESV sections.
+//! - [`util`]: helpers shared by the sections (workloads measured by `INFO commandstats`,
+//!   bulk pipelines, waiter threads, percentiles, INFO parsing).
+//! - [`resv`], [`sem`], [`slot`], [`alloc`]: each family's sections.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -68,6 +69,41 @@ const SECTIONS: &[Section] = &[
         family: "RESV",
         name: "resv/memory",
         run: resv::memory,
+    },
+    Section {
+        family: "SEM",
+        name: "sem/scaling",
+        run: sem::scaling,
+    },
+    Section {
+        family: "SEM",
+        name: "sem/vs-lua",
+        run: sem::vs_lua,
+    },
+    Section {
+        family: "SEM",
+        name: "sem/memory",
+        run: sem::memory,
+    },
+    Section {
+        family: "SLOT",
+        name: "slot/server-time",
+        run: slot::server_time,
+    },
+    Section {
+        family: "SLOT",
+        name: "slot/memory",
+        run: slot::memory,
+    },
+    Section {
+        family: "ALLOC",
+        name: "alloc/server-time",
+        run: alloc::server_time,
+    },
+    Section {
+        family: "ALLOC",
+        name: "alloc/memory",
+        run: alloc::memory,
     },
 ];
 
@@ -682,6 +718,7 @@ mod util {
     use std::time::{Duration, Instant};
 
     use super::common::Server;
+    use super::resp::{self, Reply};
 
     /// `INFO commandstats` as `command name → (calls, usec)`, names as Redis spells them
     /// after `cmdstat_` (`resv.lock`, `set`, `evalsha`…).
@@ -715,6 +752,282 @@ mod util {
             .arg("RESETSTAT")
             .query(conn)
             .expect("CONFIG RESETSTAT");
+    }
+
+    /// A command's arguments (name first).
+    pub type Args = Vec<Vec<u8>>;
+
+    /// Whether a reply is the success a command should get.
+    pub type Check = fn(&Reply) -> bool;
+
+    pub fn args(parts: &[&str]) -> Args {
+        parts.iter().map(|p| p.as_bytes().to_vec()).collect()
+    }
+
+    pub fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
+        v.iter().map(|a| a.as_slice()).collect()
+    }
+
+    pub fn is_int(r: &Reply) -> bool {
+        matches!(r, Reply::Int(_))
+    }
+
+    pub fn is_one(r: &Reply) -> bool {
+        *r == Reply::Int(1)
+    }
+
+    pub fn is_ok(r: &Reply) -> bool {
+        *r == Reply::Status("OK".into())
+    }
+
+    pub fn is_nil(r: &Reply) -> bool {
+        *r == Reply::Bulk(None) || *r == Reply::Array(None)
+    }
+
+    /// Iterations run per pipeline by [`measure`].
+    pub const BATCH: usize = 100;
+
+    /// Commands, repeated, whose server time `INFO commandstats` measures.
+    pub struct Workload {
+        pub label: &'static str,
+        /// The iterations it cycles through (iteration i runs `iterations[i % len]`): each
+        /// is a sequence of commands, each with a check that its reply is the expected
+        /// success. A fixed workload has one.
+        pub iterations: Vec<Vec<(Args, Check)>>,
+        /// The `cmdstat_` entries whose usec make up this workload's server time.
+        pub stats: &'static [&'static str],
+    }
+
+    impl Workload {
+        /// The same commands every iteration.
+        pub fn new(
+            label: &'static str,
+            cmds: Vec<(Args, Check)>,
+            stats: &'static [&'static str],
+        ) -> Workload {
+            Workload::cycling(label, vec![cmds], stats)
+        }
+
+        /// Different commands from one iteration to the next (e.g. a new holder id each
+        /// time), cycled through in order. Their number must be 1 or a multiple of
+        /// [`BATCH`], so that every pipeline is one of a fixed set, encoded once.
+        pub fn cycling(
+            label: &'static str,
+            iterations: Vec<Vec<(Args, Check)>>,
+            stats: &'static [&'static str],
+        ) -> Workload {
+            assert!(
+                iterations.len() == 1 || iterations.len().is_multiple_of(BATCH),
+                "{label}: {} iterations is not 1 or a multiple of {BATCH}",
+                iterations.len()
+            );
+            Workload {
+                label,
+                iterations,
+                stats,
+            }
+        }
+    }
+
+    /// What one measured run of a [`Workload`] cost the server.
+    pub struct ServerTime {
+        /// usec per iteration: the sum of `stats`' usec over the iterations.
+        pub per_iter: f64,
+        /// usec per call of each entry of `stats`, in order.
+        pub per_call: Vec<f64>,
+    }
+
+    /// Runs `iters` iterations of `w` on `conn`, [`BATCH`] iterations per pipeline, after a
+    /// `CONFIG RESETSTAT` on `admin`; returns what `INFO commandstats` says they cost.
+    pub fn measure(
+        conn: &mut resp::Conn,
+        admin: &mut redis::Connection,
+        w: &Workload,
+        iters: usize,
+    ) -> ServerTime {
+        // The pipelines, encoded before the clock starts: pipeline b runs iterations
+        // b*BATCH.. of the cycle.
+        let cycle = w.iterations.len();
+        let pipelines: Vec<Vec<u8>> = (0..(cycle / BATCH).max(1))
+            .map(|b| {
+                let mut buf = Vec::new();
+                for i in 0..BATCH {
+                    for (cmd, _) in &w.iterations[(b * BATCH + i) % cycle] {
+                        resp::encode(&mut buf, &refs(cmd));
+                    }
+                }
+                buf
+            })
+            .collect();
+        reset_stats(admin);
+        for n in 0..iters / BATCH {
+            let b = n % pipelines.len();
+            conn.send_raw(&pipelines[b]).expect("send");
+            for i in 0..BATCH {
+                for (cmd, ok) in &w.iterations[(b * BATCH + i) % cycle] {
+                    let r = conn.read().expect("read");
+                    assert!(
+                        ok(&r),
+                        "{}: unexpected reply {r:?} to {:?}",
+                        w.label,
+                        String::from_utf8_lossy(&cmd[0])
+                    );
+                }
+            }
+        }
+        let stats = cmdstats(admin);
+        let iters = (iters / BATCH * BATCH) as f64;
+        let mut total = 0.0;
+        let per_call = w
+            .stats
+            .iter()
+            .map(|name| {
+                let (calls, usec) = stats.get(*name).copied().unwrap_or((0, 0));
+                assert!(calls > 0, "{}: no cmdstat_{name} in INFO", w.label);
+                total += usec as f64;
+                usec as f64 / calls as f64
+            })
+            .collect();
+        ServerTime {
+            per_iter: total / iters,
+            per_call,
+        }
+    }
+
+    /// Each workload's rounds, from [`best_of`].
+    pub struct Rounds(Vec<Vec<ServerTime>>);
+
+    impl Rounds {
+        /// Workload i's best (lowest) usec per iteration.
+        pub fn iter(&self, i: usize) -> f64 {
+            min(&self.0[i].iter().map(|t| t.per_iter).collect::<Vec<_>>())
+        }
+
+        /// Workload i's best (lowest) usec per call of its j-th stat.
+        pub fn call(&self, i: usize, j: usize) -> f64 {
+            min(&self.0[i].iter().map(|t| t.per_call[j]).collect::<Vec<_>>())
+        }
+    }
+
+    /// Measures each `(workload, iterations)` `rounds` times, interleaved (round 0 of each,
+    /// then round 1 of each…), after an unmeasured warm-up of a tenth of the iterations.
+    /// Noise on a shared machine only ever adds time, so callers report the best round
+    /// ([`Rounds::iter`], [`Rounds::call`]), as the RESV server-time section does.
+    pub fn best_of(
+        conn: &mut resp::Conn,
+        admin: &mut redis::Connection,
+        work: &[(&Workload, usize)],
+        rounds: usize,
+    ) -> Rounds {
+        for (w, iters) in work {
+            measure(conn, admin, w, (iters / 10).max(BATCH));
+        }
+        let mut runs: Vec<Vec<ServerTime>> = work.iter().map(|_| Vec::new()).collect();
+        for round in 0..rounds {
+            for (i, (w, iters)) in work.iter().enumerate() {
+                let t = measure(conn, admin, w, *iters);
+                eprintln!(
+                    "bench:    round {round}: {}: {:.3} usec per iteration ({:.3?} per call)",
+                    w.label, t.per_iter, t.per_call
+                );
+                runs[i].push(t);
+            }
+        }
+        Rounds(runs)
+    }
+
+    /// Sends `n` commands in pipelines of `batch`, keeping one pipeline in flight while the
+    /// next is encoded and sent (so client and server work at once on 2 cores), and hands
+    /// every reply, in order, to `reply(i, r)`. `encode(range, buf)` appends the commands
+    /// for `range` to `buf`. Stops sending once `budget` is spent: returns how many
+    /// commands were sent (and answered) — `n` unless the budget ran out.
+    pub fn pipeline(
+        conn: &mut resp::Conn,
+        n: usize,
+        batch: usize,
+        budget: Duration,
+        mut encode: impl FnMut(std::ops::Range<usize>, &mut Vec<u8>),
+        mut reply: impl FnMut(usize, Reply),
+    ) -> usize {
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let mut in_flight: Option<std::ops::Range<usize>> = None;
+        let mut next = 0;
+        loop {
+            let send = next < n && started.elapsed() < budget;
+            if send {
+                let range = next..(next + batch).min(n);
+                buf.clear();
+                encode(range.clone(), &mut buf);
+                conn.send_raw(&buf).expect("send");
+                next = range.end;
+                if let Some(prev) = in_flight.replace(range) {
+                    for i in prev {
+                        reply(i, conn.read().expect("read"));
+                    }
+                }
+            } else {
+                if let Some(prev) = in_flight.take() {
+                    for i in prev {
+                        reply(i, conn.read().expect("read"));
+                    }
+                }
+                return next;
+            }
+        }
+    }
+
+    /// A uuid-like 36-character id (`8-4-4-4-12` hex digits), the same for the same `i`
+    /// and distinct for distinct `i` (a bijective mix of `i` fills the first 60 bits).
+    pub fn uuidish(i: u64) -> String {
+        let mix = |mut z: u64| {
+            // splitmix64's finalizer: a bijection on u64.
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let a = mix(i);
+        let b = mix(a ^ 0x9e37_79b9_7f4a_7c15);
+        format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            (a >> 4) & 0xfff,
+            0x8000 | ((b >> 48) & 0x3fff),
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    /// `used_memory` from `INFO memory`, in bytes.
+    pub fn used_memory(conn: &mut redis::Connection) -> f64 {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(conn)
+            .expect("INFO memory");
+        super::common::info_value(&info, "used_memory")
+            .and_then(|v| v.parse().ok())
+            .expect("used_memory")
+    }
+
+    /// `MEMORY USAGE key SAMPLES 0` (every element counted, not a sample), in bytes.
+    pub fn memory_usage(conn: &mut redis::Connection, key: &str) -> f64 {
+        let n: i64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query(conn)
+            .expect("MEMORY USAGE");
+        n as f64
+    }
+
+    /// `SCRIPT LOAD src`: the script's sha, for EVALSHA.
+    pub fn load_script(conn: &mut redis::Connection, src: &str) -> String {
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(src)
+            .query(conn)
+            .expect("SCRIPT LOAD")
     }
 
     /// The smallest of some numbers (NaN if none).
@@ -859,7 +1172,10 @@ mod resv {
     use super::common::{Server, ServerOptions};
     use super::report::{Report, Row, Target};
     use super::resp::{self, Reply};
-    use super::util::{self, cmdstats, min, percentile, reset_stats, Waiter};
+    use super::util::{
+        self, args, cmdstats, is_int, is_nil, is_ok, is_one, measure, min, percentile, refs,
+        reset_stats, Args, Check, ServerTime, Waiter, Workload,
+    };
 
     const FAMILY: &str = "RESV";
 
@@ -868,102 +1184,6 @@ mod resv {
     /// …and the compare-and-delete unlock.
     const LUA_UNLOCK: &str =
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
-
-    /// A command's arguments (name first).
-    type Args = Vec<Vec<u8>>;
-
-    /// Whether a reply is the success a command should get.
-    type Check = fn(&Reply) -> bool;
-
-    /// A fixed sequence of commands, repeated, whose server time `INFO commandstats` measures.
-    struct Workload {
-        label: &'static str,
-        /// One iteration: each command with a check that its reply is the expected success.
-        cmds: Vec<(Args, Check)>,
-        /// The `cmdstat_` entries whose usec make up this workload's server time.
-        stats: &'static [&'static str],
-    }
-
-    /// What one measured run of a [`Workload`] cost the server.
-    struct ServerTime {
-        /// usec per iteration: the sum of `stats`' usec over the iterations.
-        per_iter: f64,
-        /// usec per call of each entry of `stats`, in order.
-        per_call: Vec<f64>,
-    }
-
-    fn args(parts: &[&str]) -> Args {
-        parts.iter().map(|p| p.as_bytes().to_vec()).collect()
-    }
-
-    fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
-        v.iter().map(|a| a.as_slice()).collect()
-    }
-
-    fn is_int(r: &Reply) -> bool {
-        matches!(r, Reply::Int(_))
-    }
-
-    fn is_one(r: &Reply) -> bool {
-        *r == Reply::Int(1)
-    }
-
-    fn is_ok(r: &Reply) -> bool {
-        *r == Reply::Status("OK".into())
-    }
-
-    fn is_nil(r: &Reply) -> bool {
-        *r == Reply::Bulk(None) || *r == Reply::Array(None)
-    }
-
-    /// Runs `iters` iterations of `w` on `conn`, `BATCH` iterations per pipeline, after a
-    /// `CONFIG RESETSTAT` on `admin`; returns what `INFO commandstats` says they cost.
-    fn measure(
-        conn: &mut resp::Conn,
-        admin: &mut redis::Connection,
-        w: &Workload,
-        iters: usize,
-    ) -> ServerTime {
-        const BATCH: usize = 100;
-        let mut batch = Vec::new();
-        for _ in 0..BATCH {
-            for (cmd, _) in &w.cmds {
-                resp::encode(&mut batch, &refs(cmd));
-            }
-        }
-        reset_stats(admin);
-        for _ in 0..iters / BATCH {
-            conn.send_raw(&batch).expect("send");
-            for _ in 0..BATCH {
-                for (cmd, ok) in &w.cmds {
-                    let r = conn.read().expect("read");
-                    assert!(
-                        ok(&r),
-                        "{}: unexpected reply {r:?} to {:?}",
-                        w.label,
-                        String::from_utf8_lossy(&cmd[0])
-                    );
-                }
-            }
-        }
-        let stats = cmdstats(admin);
-        let iters = (iters / BATCH * BATCH) as f64;
-        let mut total = 0.0;
-        let per_call = w
-            .stats
-            .iter()
-            .map(|name| {
-                let (calls, usec) = stats.get(*name).copied().unwrap_or((0, 0));
-                assert!(calls > 0, "{}: no cmdstat_{name} in INFO", w.label);
-                total += usec as f64;
-                usec as f64 / calls as f64
-            })
-            .collect();
-        ServerTime {
-            per_iter: total / iters,
-            per_call,
-        }
-    }
 
     /// (a) Server time per lock + release, from `INFO commandstats`, against `SET NX PX` +
     /// `DEL` and against the Lua lock/unlock scripts, all on one server.
@@ -1002,41 +1222,41 @@ mod resv {
         let unlock_sha = load(&mut admin, LUA_UNLOCK);
 
         let workloads = [
-            Workload {
-                label: "corral",
-                cmds: vec![
+            Workload::new(
+                "corral",
+                vec![
                     (args(&["RESV.LOCK", "k", "holder", "10000"]), is_int),
                     (args(&["RESV.RELEASE", "k", "holder"]), is_one),
                 ],
-                stats: &["resv.lock", "resv.release"],
-            },
-            Workload {
-                label: "SET NX PX + DEL",
-                cmds: vec![
+                &["resv.lock", "resv.release"],
+            ),
+            Workload::new(
+                "SET NX PX + DEL",
+                vec![
                     (args(&["SET", "k", "holder", "NX", "PX", "10000"]), is_ok),
                     (args(&["DEL", "k"]), is_one),
                 ],
-                stats: &["set", "del"],
-            },
-            Workload {
-                label: "Lua lock + unlock (EVALSHA)",
-                cmds: vec![
+                &["set", "del"],
+            ),
+            Workload::new(
+                "Lua lock + unlock (EVALSHA)",
+                vec![
                     (
                         args(&["EVALSHA", &lock_sha, "1", "k", "holder", "10000"]),
                         is_ok,
                     ),
                     (args(&["EVALSHA", &unlock_sha, "1", "k", "holder"]), is_one),
                 ],
-                stats: &["evalsha"],
-            },
-            Workload {
-                label: "floor",
-                cmds: vec![
+                &["evalsha"],
+            ),
+            Workload::new(
+                "floor",
+                vec![
                     (args(&["RESV.INFO", "free"]), is_nil),
                     (args(&["GET", "free"]), is_nil),
                 ],
-                stats: &["resv.info", "get"],
-            },
+                &["resv.info", "get"],
+            ),
         ];
 
         // Warm up (allocator, dict sizes, script cache, CPU frequency), unmeasured.
@@ -1533,6 +1753,1001 @@ mod resv {
                 "bytes",
             )
             .vs("SET key holder PX", set_per_key),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+/// SEM: counting semaphores whose permits expire, against the sorted-set scripts that
+/// passbuddy and redis-semaphore send.
+mod sem {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::common::Server;
+    use super::report::{num, Report, Row, Target};
+    use super::resp;
+    use super::util::{self, args, best_of, is_int, is_one, uuidish, Workload};
+
+    const FAMILY: &str = "SEM";
+
+    /// Permits are held for 10 minutes: nothing lapses while a section runs.
+    const TTL_MS: u64 = 600_000;
+    /// The capacity every ACQUIRE (and the Lua script) passes: never reached here, so every
+    /// acquire of a new holder is granted.
+    const CAPACITY: u64 = 10_000_000;
+    /// Holder ids `uuidish(FRESH + k)` are never among a key's standing holders
+    /// (`uuidish(0..n)`): the measured acquires take new holders.
+    const FRESH: u64 = 1 << 40;
+    /// How many distinct new holders a measured workload cycles through.
+    const CYCLE: usize = 10_000;
+
+    /// The sorted-set acquire passbuddy and redis-semaphore send (as EVALSHA): drop the
+    /// holders whose expiry has passed, count the rest, add the holder with its expiry if
+    /// there is room. The client passes the time, as those libraries do:
+    /// `ARGV = now (ms), capacity, now + ttl, holder`. Their release is a plain `ZREM`.
+    const LUA_ACQUIRE: &str = "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) \
+         if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then \
+         redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4]) return 1 end return 0";
+
+    /// This process's clock in ms, as a library would pass it to its script.
+    fn now_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// Gives `key` `n` holders (`uuidish(0..n)`), with pipelined `SEM.ACQUIRE`s.
+    fn fill(conn: &mut resp::Conn, key: &str, n: usize) {
+        let (cap, ttl) = (CAPACITY.to_string(), TTL_MS.to_string());
+        let sent = util::pipeline(
+            conn,
+            n,
+            1000,
+            Duration::MAX,
+            |range, buf| {
+                for i in range {
+                    let h = uuidish(i as u64);
+                    let cmd = args(&["SEM.ACQUIRE", key, &h, &cap, &ttl]);
+                    resp::encode(buf, &util::refs(&cmd));
+                }
+            },
+            |i, r| assert!(is_int(&r), "SEM.ACQUIRE {key} holder {i}: {r:?}"),
+        );
+        assert_eq!(sent, n);
+    }
+
+    /// The same holders as [`fill`], as members of a sorted set scored by their expiry.
+    fn fill_zset(conn: &mut resp::Conn, key: &str, n: usize) {
+        let expiry = (now_ms() + TTL_MS).to_string();
+        let sent = util::pipeline(
+            conn,
+            n,
+            1000,
+            Duration::MAX,
+            |range, buf| {
+                for i in range {
+                    let h = uuidish(i as u64);
+                    resp::encode(buf, &util::refs(&args(&["ZADD", key, &expiry, &h])));
+                }
+            },
+            |i, r| assert!(is_one(&r), "ZADD {key} member {i}: {r:?}"),
+        );
+        assert_eq!(sent, n);
+    }
+
+    /// `SEM.ACQUIRE` of a new holder, then its `SEM.RELEASE`, on `key`: a new holder each
+    /// iteration, so the key keeps its size.
+    fn acquire_release(label: &'static str, key: &str) -> Workload {
+        let (cap, ttl) = (CAPACITY.to_string(), TTL_MS.to_string());
+        let iterations = (0..CYCLE)
+            .map(|k| {
+                let h = uuidish(FRESH + k as u64);
+                vec![
+                    (args(&["SEM.ACQUIRE", key, &h, &cap, &ttl]), is_int as _),
+                    (args(&["SEM.RELEASE", key, &h]), is_one as _),
+                ]
+            })
+            .collect();
+        Workload::cycling(label, iterations, &["sem.acquire", "sem.release"])
+    }
+
+    /// (a) SEM.ACQUIRE's server time at 100,000 holders on one key against 10 holders
+    /// (O(log n): at most 1.5x), with 1,000 and 10,000 in between for the trend.
+    ///
+    /// What is measured: the acquire of a *new* holder (a grant: admission, then an insert
+    /// into the holder map and the expiry-ordered index), then its release (two removals),
+    /// so the key keeps its size from one iteration to the next. That is the path whose cost
+    /// depends on the number of holders; acquire/renew of a standing holder would only move
+    /// one entry in the index and skip admission. New holders cycle through 10,000 distinct
+    /// ids, so lookups land all over the holder map as they do in real use (one repeated id
+    /// would keep its bucket in cache). Standing holders are built with pipelined
+    /// `SEM.ACQUIRE`s, TTL 10 minutes (nothing lapses while the section runs). Each size is
+    /// its own key on one server; the workloads run interleaved, 5 rounds after a warm-up,
+    /// best round reported.
+    pub fn scaling(report: &mut Report) {
+        const SIZES: [(&str, usize); 4] = [
+            ("sem:10", 10),
+            ("sem:1k", 1_000),
+            ("sem:10k", 10_000),
+            ("sem:100k", 100_000),
+        ];
+        const LABELS: [&str; 4] = [
+            "10 holders",
+            "1,000 holders",
+            "10,000 holders",
+            "100,000 holders",
+        ];
+        const ITERS: usize = 50_000;
+        const ROUNDS: usize = 5;
+
+        let srv = Server::start();
+        let mut admin = srv.conn();
+        let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+        for (key, n) in SIZES {
+            fill(&mut conn, key, n);
+        }
+        let workloads: Vec<Workload> = SIZES
+            .iter()
+            .zip(LABELS)
+            .map(|((key, _), label)| acquire_release(label, key))
+            .collect();
+        let work: Vec<(&Workload, usize)> = workloads.iter().map(|w| (w, ITERS)).collect();
+        let best = best_of(&mut conn, &mut admin, &work, ROUNDS);
+
+        let at = |i: usize| format!("{} on one key", LABELS[i]);
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!("server time, SEM.ACQUIRE of a new holder, {}", at(3)),
+                best.call(3, 0),
+                "us",
+            )
+            .vs(&at(0), best.call(0, 0))
+            .target(Target::RatioAtMost(1.5)),
+        );
+        for i in [1, 2] {
+            report.add(
+                Row::new(
+                    FAMILY,
+                    &format!("server time, SEM.ACQUIRE of a new holder, {}", at(i)),
+                    best.call(i, 0),
+                    "us",
+                )
+                .vs(&at(0), best.call(0, 0)),
+            );
+        }
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!("server time, SEM.RELEASE, {}", at(3)),
+                best.call(3, 1),
+                "us",
+            )
+            .vs(&at(0), best.call(0, 1)),
+        );
+    }
+
+    /// (b) SEM.ACQUIRE + SEM.RELEASE against the sorted-set scripts, at 1,000 holders.
+    ///
+    /// corral: `SEM.ACQUIRE` of a new holder + its `SEM.RELEASE` on a semaphore with 1,000
+    /// standing holders. Baseline: the same on a sorted set of the same 1,000 holders
+    /// (skiplist-encoded, as any set over 128 members is), acquire = `EVALSHA` of
+    /// [`LUA_ACQUIRE`], release = `ZREM`. The script's `now` is this process's clock when
+    /// the pipelines are encoded; every member expires 10 minutes later, so its
+    /// `ZREMRANGEBYSCORE` removes nothing, as in a healthy semaphore. Server time from
+    /// `INFO commandstats`: `cmdstat_evalsha` (which covers the script's inner calls; they
+    /// are also counted under their own names, which are left out) + `cmdstat_zrem`,
+    /// against `cmdstat_sem.acquire` + `cmdstat_sem.release`. Interleaved, 5 rounds, best
+    /// round.
+    pub fn vs_lua(report: &mut Report) {
+        const HOLDERS: usize = 1_000;
+        const ITERS: usize = 50_000;
+        const ROUNDS: usize = 5;
+
+        let srv = Server::start();
+        let mut admin = srv.conn();
+        let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+        fill(&mut conn, "sem", HOLDERS);
+        fill_zset(&mut conn, "zsem", HOLDERS);
+        let sha = util::load_script(&mut admin, LUA_ACQUIRE);
+
+        let corral = acquire_release("corral", "sem");
+        let now = now_ms();
+        let (now_s, cap, expiry) = (
+            now.to_string(),
+            CAPACITY.to_string(),
+            (now + TTL_MS).to_string(),
+        );
+        let lua_iterations = (0..CYCLE)
+            .map(|k| {
+                let h = uuidish(FRESH + k as u64);
+                vec![
+                    (
+                        args(&["EVALSHA", &sha, "1", "zsem", &now_s, &cap, &expiry, &h]),
+                        is_one as _,
+                    ),
+                    (args(&["ZREM", "zsem", &h]), is_one as _),
+                ]
+            })
+            .collect();
+        let lua = Workload::cycling(
+            "Lua sorted-set acquire (EVALSHA) + ZREM",
+            lua_iterations,
+            &["evalsha", "zrem"],
+        );
+        let best = best_of(
+            &mut conn,
+            &mut admin,
+            &[(&corral, ITERS), (&lua, ITERS)],
+            ROUNDS,
+        );
+
+        let holders = num(HOLDERS as f64);
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!(
+                    "server time, SEM.ACQUIRE + SEM.RELEASE of a new holder, {holders} holders (per pair)"
+                ),
+                best.iter(0),
+                "us",
+            )
+            .vs(lua.label, best.iter(1))
+            .target(Target::RatioAtMost(0.33)),
+        );
+        report.add(
+            Row::new(
+                FAMILY,
+                "server time, SEM.ACQUIRE alone",
+                best.call(0, 0),
+                "us",
+            )
+            .vs("EVALSHA of the sorted-set acquire", best.call(1, 0)),
+        );
+        report.add(
+            Row::new(
+                FAMILY,
+                "server time, SEM.RELEASE alone",
+                best.call(0, 1),
+                "us",
+            )
+            .vs("ZREM", best.call(1, 1)),
+        );
+    }
+
+    /// (c) Memory per held permit against a sorted-set member with the same holder id.
+    ///
+    /// One semaphore with 100,000 holders (36-character uuid-like ids) and one sorted set of
+    /// the same ids scored by expiry (skiplist-encoded): `MEMORY USAGE … SAMPLES 0` of each,
+    /// divided by 100,000, is the target row. An informational row gives the growth of
+    /// `used_memory` per holder while each was built, which also counts what `MEMORY USAGE`
+    /// cannot see (allocator rounding of every piece; corral's figure comes from its own
+    /// `mem_usage` callback, an estimate).
+    pub fn memory(report: &mut Report) {
+        const HOLDERS: usize = 100_000;
+        let srv = Server::start();
+        let mut admin = srv.conn();
+        let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+
+        let before = util::used_memory(&mut admin);
+        fill(&mut conn, "sem", HOLDERS);
+        let sem_growth = util::used_memory(&mut admin) - before;
+        let before = util::used_memory(&mut admin);
+        fill_zset(&mut conn, "zsem", HOLDERS);
+        let zset_growth = util::used_memory(&mut admin) - before;
+        let encoding: String = redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg("zsem")
+            .query(&mut admin)
+            .expect("OBJECT ENCODING");
+
+        let n = HOLDERS as f64;
+        let zset = format!("sorted-set member ({encoding}), same ids");
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!(
+                    "MEMORY USAGE per held permit ({} holders, 36-char ids)",
+                    num(n)
+                ),
+                util::memory_usage(&mut admin, "sem") / n,
+                "bytes",
+            )
+            .vs(&zset, util::memory_usage(&mut admin, "zsem") / n)
+            .target(Target::RatioAtMost(1.5)),
+        );
+        report.add(
+            Row::new(
+                FAMILY,
+                "used_memory growth per held permit, same holders",
+                sem_growth / n,
+                "bytes",
+            )
+            .vs(&zset, zset_growth / n),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+/// SLOT: lowest-free slot pools on a hierarchical bitmap, against the BITPOS + SETBIT Lua
+/// allocator users write today.
+mod slot {
+    use std::time::{Duration, Instant};
+
+    use super::common::Server;
+    use super::report::{num, Report, Row, Target};
+    use super::resp::{self, Reply};
+    use super::util::{self, args, best_of, is_int, is_nil, is_one, Workload};
+
+    const FAMILY: &str = "SLOT";
+
+    /// The do-it-yourself allocator: the first clear bit is the slot, set it. BITPOS scans
+    /// the string from its start, so a GET costs O(held slots); PUT is `SETBIT key p 0`.
+    const LUA_GET: &str =
+        "local p = redis.call('BITPOS', KEYS[1], 0); redis.call('SETBIT', KEYS[1], p, 1); return p";
+
+    /// How long building one pool may take before the section measures the size it reached
+    /// (and says so in its rows).
+    const FILL_BUDGET: Duration = Duration::from_secs(90);
+
+    /// Fills the empty pool `key` with up to `n` anonymous slots (pipelined `SLOT.GET`s,
+    /// each checked to answer the next slot: 0, 1, 2…), within [`FILL_BUDGET`]. Returns how
+    /// many it holds.
+    fn fill(conn: &mut resp::Conn, key: &str, n: usize) -> usize {
+        let mut get = Vec::new();
+        resp::encode(&mut get, &[b"SLOT.GET", key.as_bytes()]);
+        let t = Instant::now();
+        let held = util::pipeline(
+            conn,
+            n,
+            1000,
+            FILL_BUDGET,
+            |range, buf| {
+                for _ in range {
+                    buf.extend_from_slice(&get);
+                }
+            },
+            |i, r| assert_eq!(r, Reply::Int(i as i64), "SLOT.GET {key} number {i}"),
+        );
+        eprintln!(
+            "bench:    {key}: {} slots taken in {:.1} s",
+            num(held as f64),
+            t.elapsed().as_secs_f64()
+        );
+        if held < n {
+            eprintln!(
+                "bench:    {key}: stopped at {} of {} slots ({FILL_BUDGET:?} budget)",
+                num(held as f64),
+                num(n as f64)
+            );
+        }
+        held
+    }
+
+    /// "n held slots", saying so when the pool fell short of what was asked.
+    fn size(held: usize, asked: usize) -> String {
+        if held == asked {
+            format!("{} held slots", num(held as f64))
+        } else {
+            format!(
+                "{} held slots (only; {} could not be built in {FILL_BUDGET:?})",
+                num(held as f64),
+                num(asked as f64)
+            )
+        }
+    }
+
+    /// (a) SLOT.GET + SLOT.PUT at 10,000,000 held slots against 1,000 (at most 1.5x), and
+    /// against the Lua allocator at 1,000,000 (at least 20x less server time) and
+    /// 10,000,000 (at least 80x).
+    ///
+    /// Pools of 1,000, 1,000,000 and 10,000,000 anonymous slots (slots 0…n−1) are built with
+    /// pipelined `SLOT.GET`s; the Lua allocator's bitmaps hold the same slots, written at once
+    /// with `SETRANGE` (n/8 bytes of 0xff: the very string its GETs would have built). Each
+    /// iteration takes the lowest free slot and puts it back — `SLOT.GET` answers n,
+    /// `SLOT.PUT pool n` returns it (`EVALSHA` answers n, `SETBIT key n 0` returns it) — so
+    /// every pool stays at its size. The ratio rows compare the GETs alone:
+    /// `cmdstat_evalsha` (the script with its BITPOS and SETBIT) over `cmdstat_slot.get`.
+    /// Interleaved, 5 rounds after a warm-up, best round; the Lua workloads run fewer
+    /// iterations (they are slow). An informational row gives a module command's floor here
+    /// (`SLOT.COUNT`: parse, open the key, reply), which bounds how far below Lua's time
+    /// any GET can go.
+    pub fn server_time(report: &mut Report) {
+        const ROUNDS: usize = 5;
+        const ASKED: [usize; 3] = [1_000, 1_000_000, 10_000_000];
+
+        let srv = Server::start();
+        let mut admin = srv.conn();
+        let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+        let keys = ["pool:1k", "pool:1m", "pool:10m"];
+        let bitmaps = ["bits:1k", "bits:1m", "bits:10m"];
+        let held: Vec<usize> = keys
+            .iter()
+            .zip(ASKED)
+            .map(|(key, n)| fill(&mut conn, key, n))
+            .collect();
+        for (bits, &n) in bitmaps.iter().zip(&held) {
+            let _: i64 = redis::cmd("SETRANGE")
+                .arg(*bits)
+                .arg(0)
+                .arg(vec![0xffu8; n.div_ceil(8)])
+                .query(&mut admin)
+                .expect("SETRANGE");
+            // A pool that fell short of a multiple of 8: clear the bits past its end.
+            for p in n..n.div_ceil(8) * 8 {
+                let _: i64 = redis::cmd("SETBIT")
+                    .arg(*bits)
+                    .arg(p)
+                    .arg(0)
+                    .query(&mut admin)
+                    .expect("SETBIT");
+            }
+        }
+        let sha = util::load_script(&mut admin, LUA_GET);
+
+        const CORRAL_LABELS: [&str; 3] = ["corral, 1k", "corral, 1M", "corral, 10M"];
+        const LUA_LABELS: [&str; 3] = ["Lua, 1k", "Lua, 1M", "Lua, 10M"];
+        let corral: Vec<Workload> = (0..3)
+            .map(|i| {
+                let n = held[i].to_string();
+                Workload::new(
+                    CORRAL_LABELS[i],
+                    vec![
+                        (args(&["SLOT.GET", keys[i]]), is_int),
+                        (args(&["SLOT.PUT", keys[i], &n]), is_one),
+                    ],
+                    &["slot.get", "slot.put"],
+                )
+            })
+            .collect();
+        let lua: Vec<Workload> = (0..3)
+            .map(|i| {
+                let n = held[i].to_string();
+                Workload::new(
+                    LUA_LABELS[i],
+                    vec![
+                        (args(&["EVALSHA", &sha, "1", bitmaps[i]]), is_int),
+                        (args(&["SETBIT", bitmaps[i], &n, "0"]), is_one),
+                    ],
+                    &["evalsha"],
+                )
+            })
+            .collect();
+        let floor = Workload::new(
+            "floor",
+            vec![
+                (args(&["SLOT.COUNT", keys[0]]), is_int),
+                (args(&["GET", "missing"]), is_nil),
+            ],
+            &["slot.count", "get"],
+        );
+        // Lua's GET costs O(n): about 2 us at 1k, 7 at 1M, 50 at 10M.
+        let work = [
+            (&corral[0], 20_000),
+            (&corral[1], 20_000),
+            (&corral[2], 20_000),
+            (&lua[0], 20_000),
+            (&lua[1], 5_000),
+            (&lua[2], 2_000),
+            (&floor, 20_000),
+        ];
+        let best = best_of(&mut conn, &mut admin, &work, ROUNDS);
+
+        let small = size(held[0], ASKED[0]);
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!(
+                    "server time, SLOT.GET + SLOT.PUT, {} (per pair)",
+                    size(held[2], ASKED[2])
+                ),
+                best.iter(2),
+                "us",
+            )
+            .vs(&small, best.iter(0))
+            .target(Target::RatioAtMost(1.5)),
+        );
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!(
+                    "server time, SLOT.GET + SLOT.PUT, {} (per pair)",
+                    size(held[1], ASKED[1])
+                ),
+                best.iter(1),
+                "us",
+            )
+            .vs(&small, best.iter(0)),
+        );
+        // value / baseline = Lua's GET over corral's: how many times less server time.
+        for (i, times) in [(1, 20.0), (2, 80.0)] {
+            report.add(
+                Row::new(
+                    FAMILY,
+                    &format!(
+                        "server time, Lua allocator GET (EVALSHA: BITPOS + SETBIT), {}",
+                        size(held[i], ASKED[i])
+                    ),
+                    best.call(3 + i, 0),
+                    "us",
+                )
+                .vs("SLOT.GET, same pool size", best.call(i, 0))
+                .target(Target::RatioAtLeast(times)),
+            );
+        }
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!("server time, Lua allocator GET (EVALSHA: BITPOS + SETBIT), {small}"),
+                best.call(3, 0),
+                "us",
+            )
+            .vs("SLOT.GET, same pool size", best.call(0, 0)),
+        );
+        report.add(
+            Row::new(
+                FAMILY,
+                "server time, SLOT.COUNT (module command floor: parse, open the key, reply)",
+                best.call(6, 0),
+                "us",
+            )
+            .vs("GET on a missing key", best.call(6, 1)),
+        );
+    }
+
+    /// (b) `MEMORY USAGE` of a pool of 10,000,000 anonymous held slots: at most 2 MB
+    /// (10^6 bytes), with, for scale, the Redis string bitmap holding the same slots
+    /// (1.25 MB), and the growth of `used_memory` while the pool was built (what the
+    /// allocator really handed out, slack included).
+    pub fn memory(report: &mut Report) {
+        const ASKED: usize = 10_000_000;
+        let srv = Server::start();
+        let mut admin = srv.conn();
+        let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+
+        let before = util::used_memory(&mut admin);
+        let held = fill(&mut conn, "pool", ASKED);
+        let growth = util::used_memory(&mut admin) - before;
+        let _: i64 = redis::cmd("SETRANGE")
+            .arg("bits")
+            .arg(0)
+            .arg(vec![0xffu8; held.div_ceil(8)])
+            .query(&mut admin)
+            .expect("SETRANGE");
+
+        const MB: f64 = 1e6;
+        let bitmap = util::memory_usage(&mut admin, "bits") / MB;
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!("MEMORY USAGE of a pool of {}", size(held, ASKED)),
+                util::memory_usage(&mut admin, "pool") / MB,
+                "MB",
+            )
+            .vs("Redis string bitmap of the same slots", bitmap)
+            .target(Target::AtMost(2.0)),
+        );
+        report.add(
+            Row::new(
+                FAMILY,
+                "used_memory growth while that pool was built",
+                growth / MB,
+                "MB",
+            )
+            .vs("Redis string bitmap of the same slots", bitmap),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+/// ALLOC: sticky job-to-instance allocation, at 1,000 against 1,000,000 allocations, and
+/// against a plain hash of job → instance.
+mod alloc {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::common::Server;
+    use super::report::{num, Report, Row, Target};
+    use super::resp::{self, Reply};
+    use super::util::{self, args, best_of, is_int, is_one, uuidish, Args, Check, Workload};
+
+    const FAMILY: &str = "ALLOC";
+
+    /// Instances every big key has (new ones go to the end of the allocation order).
+    const INSTANCES: usize = 1_000;
+    /// Job ids `uuidish(FRESH + k)` are never allocated beforehand: the "new" workloads
+    /// allocate them and deallocate them again.
+    const FRESH: u64 = 1 << 40;
+    /// The jobs of the one-instance key of the JOBS rows: `uuidish(SOLO + i)`, as long as
+    /// the others.
+    const SOLO: u64 = 2 << 40;
+    /// How many distinct jobs (and instances) a measured workload cycles through.
+    const CYCLE: usize = 10_000;
+
+    fn instance(i: usize) -> String {
+        format!("instance-{i:04}")
+    }
+
+    /// A new allocation: `[instance, 1]`.
+    fn is_new(r: &Reply) -> bool {
+        matches!(r, Reply::Array(Some(a)) if a.len() == 2 && a[1] == Reply::Int(1))
+    }
+
+    /// An existing allocation: `[instance, 0]`.
+    fn is_existing(r: &Reply) -> bool {
+        matches!(r, Reply::Array(Some(a)) if a.len() == 2 && a[1] == Reply::Int(0))
+    }
+
+    fn is_bulk(r: &Reply) -> bool {
+        matches!(r, Reply::Bulk(Some(_)))
+    }
+
+    fn is_nonempty_array(r: &Reply) -> bool {
+        matches!(r, Reply::Array(Some(a)) if !a.is_empty())
+    }
+
+    /// Makes `instances` available on `key`, then allocates `jobs` (pipelined, each checked
+    /// to be new); returns the instance (by name) each job landed on, in job order.
+    fn fill(
+        conn: &mut resp::Conn,
+        key: &str,
+        instances: &[String],
+        jobs: &[String],
+    ) -> Vec<String> {
+        for name in instances {
+            let r = conn
+                .call(&util::refs(&args(&["ALLOC.AVAILABLE", key, name])))
+                .expect("ALLOC.AVAILABLE");
+            assert!(is_one(&r), "ALLOC.AVAILABLE {key} {name}: {r:?}");
+        }
+        let mut landed = Vec::with_capacity(jobs.len());
+        let sent = util::pipeline(
+            conn,
+            jobs.len(),
+            1000,
+            Duration::MAX,
+            |range, buf| {
+                for job in &jobs[range] {
+                    resp::encode(buf, &util::refs(&args(&["ALLOC.ALLOCATE", key, job])));
+                }
+            },
+            |i, r| match r {
+                Reply::Array(Some(mut a)) if a.len() == 2 && a[1] == Reply::Int(1) => {
+                    match a.swap_remove(0) {
+                        Reply::Bulk(Some(name)) => {
+                            landed.push(String::from_utf8(name).expect("instance name"))
+                        }
+                        other => panic!("ALLOC.ALLOCATE {key} job {i}: instance {other:?}"),
+                    }
+                }
+                other => panic!("ALLOC.ALLOCATE {key} job {i}: {other:?}"),
+            },
+        );
+        assert_eq!(sent, jobs.len());
+        landed
+    }
+
+    /// ALLOCATE of a new job, then its DEALLOCATE (so the key keeps its size).
+    fn new_jobs(label: &'static str, key: &str) -> Workload {
+        let iterations = (0..CYCLE)
+            .map(|k| {
+                let job = uuidish(FRESH + k as u64);
+                vec![
+                    (args(&["ALLOC.ALLOCATE", key, &job]), is_new as _),
+                    (args(&["ALLOC.DEALLOCATE", key, &job]), is_one as _),
+                ]
+            })
+            .collect();
+        Workload::cycling(label, iterations, &["alloc.allocate", "alloc.deallocate"])
+    }
+
+    /// One command per iteration: `cmd(k)` for the k-th of [`CYCLE`] iterations.
+    fn each(
+        label: &'static str,
+        stats: &'static [&'static str],
+        ok: Check,
+        cmd: impl Fn(usize) -> Args,
+    ) -> Workload {
+        let iterations = (0..CYCLE).map(|k| vec![(cmd(k), ok)]).collect();
+        Workload::cycling(label, iterations, stats)
+    }
+
+    /// The k-th job a lookup visits: spread over the whole key (`k × 7919 mod n`; 7919 is
+    /// prime, so 10,000 distinct jobs of a million, every job of a thousand).
+    fn spread(jobs: &[String], k: usize) -> &str {
+        &jobs[k * 7919 % jobs.len()]
+    }
+
+    /// HSETs `jobs[i]` → `landed[i]` into `key` (pipelined).
+    fn fill_hash(conn: &mut resp::Conn, key: &str, jobs: &[String], landed: &[String]) {
+        let sent = util::pipeline(
+            conn,
+            jobs.len(),
+            1000,
+            Duration::MAX,
+            |range, buf| {
+                for i in range {
+                    let cmd = args(&["HSET", key, &jobs[i], &landed[i]]);
+                    resp::encode(buf, &util::refs(&cmd));
+                }
+            },
+            |i, r| assert!(is_int(&r), "HSET {key} job {i}: {r:?}"),
+        );
+        assert_eq!(sent, jobs.len());
+    }
+
+    /// (a) ALLOCATE (new and existing), INSTANCE, HASJOBS and JOBS at 1,000,000 allocations
+    /// against 1,000 (at most 1.5x each: no scans).
+    ///
+    /// Two keys on one server, each with the same 1,000 available instances: `alloc:1k`
+    /// with 1,000 allocations, `alloc:1m` with 1,000,000 (pipelined ALLOCATEs of uuid-like
+    /// job ids; atributo's md5 rule spreads them, about 1,000 per instance). Each measured
+    /// command is its own workload, so none runs on cache lines another just loaded:
+    /// - ALLOCATE of a job never seen (persisted 1), then its DEALLOCATE, 10,000 distinct
+    ///   jobs in turn, so the key keeps its size;
+    /// - ALLOCATE of an allocated job (persisted 0), and INSTANCE, each over 10,000 jobs
+    ///   spread over the whole key ([`spread`]);
+    /// - HASJOBS of the instances that have jobs, in turn.
+    ///
+    /// A lookup at a random place in a million entries misses the CPU caches and TLB where
+    /// one in a thousand does not, whatever the structure. So the same patterns also run on
+    /// Redis's own hashes of the same jobs (`hash:1k`, `hash:1m`: HSET of a new field +
+    /// HDEL, HGET) as informational reference rows: the 1M/1k ratio a plain hash shows is
+    /// the memory hierarchy's share. Another informational row runs INSTANCE over the same
+    /// 100 jobs again and again (cache-warm), which isolates the algorithm.
+    ///
+    /// JOBS costs what the instance holds, so its row compares like with like: the same
+    /// number of jobs m on the instance, in a key of 1,000,000 allocations (the instance of
+    /// `alloc:1m` whose count is closest to 1,000) against a key that holds only those m
+    /// allocations (`alloc:solo`: one instance, m jobs of the same id length).
+    ///
+    /// Server time per call from `INFO commandstats`; interleaved, 5 rounds after a
+    /// warm-up, best round.
+    pub fn server_time(report: &mut Report) {
+        const BIG: usize = 1_000_000;
+        const SMALL: usize = 1_000;
+        const ITERS: usize = 20_000;
+        const JOBS_ITERS: usize = 2_000;
+        const ROUNDS: usize = 5;
+
+        let srv = Server::start();
+        let mut admin = srv.conn();
+        let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+        let instances: Vec<String> = (0..INSTANCES).map(instance).collect();
+        let big_jobs: Vec<String> = (0..BIG as u64).map(uuidish).collect();
+        let small_jobs = &big_jobs[..SMALL];
+
+        let big_landed = fill(&mut conn, "alloc:1m", &instances, &big_jobs);
+        let small_landed = fill(&mut conn, "alloc:1k", &instances, small_jobs);
+        fill_hash(&mut conn, "hash:1m", &big_jobs, &big_landed);
+        fill_hash(&mut conn, "hash:1k", small_jobs, &small_landed);
+        // Instances with jobs (HASJOBS answers 1 for them): every one on alloc:1m.
+        let busy = |landed: &[String]| -> Vec<String> {
+            let mut names: Vec<String> = landed.to_vec();
+            names.sort();
+            names.dedup();
+            names
+        };
+        let (big_busy, small_busy) = (busy(&big_landed), busy(&small_landed));
+
+        // The instance of alloc:1m whose job count is closest to 1,000, and a one-instance
+        // key with as many jobs.
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for name in &big_landed {
+            *counts.entry(name.as_str()).or_default() += 1;
+        }
+        let (&picked, &m) = counts
+            .iter()
+            .min_by_key(|(name, &c)| (c.abs_diff(1000), **name))
+            .expect("alloc:1m has jobs");
+        let solo_jobs: Vec<String> = (0..m as u64).map(|i| uuidish(SOLO + i)).collect();
+        fill(&mut conn, "alloc:solo", &["solo".to_string()], &solo_jobs);
+
+        // Workloads 2i (1k) and 2i+1 (1M) measure the same thing at the two sizes.
+        let sizes = [
+            ("alloc:1k", "hash:1k", small_jobs, &small_busy),
+            ("alloc:1m", "hash:1m", &big_jobs[..], &big_busy),
+        ];
+        let mut workloads = Vec::new();
+        for (key, hash, jobs, busy) in sizes {
+            let inst = &small_landed[0];
+            workloads.extend([
+                new_jobs("ALLOCATE new + DEALLOCATE", key),
+                each("ALLOCATE existing", &["alloc.allocate"], is_existing, |k| {
+                    args(&["ALLOC.ALLOCATE", key, spread(jobs, k)])
+                }),
+                each("INSTANCE", &["alloc.instance"], is_bulk, |k| {
+                    args(&["ALLOC.INSTANCE", key, spread(jobs, k)])
+                }),
+                each("HASJOBS", &["alloc.hasjobs"], is_one, |k| {
+                    args(&["ALLOC.HASJOBS", key, &busy[k % busy.len()]])
+                }),
+                each("INSTANCE, 100 jobs", &["alloc.instance"], is_bulk, |k| {
+                    args(&["ALLOC.INSTANCE", key, spread(jobs, k % 100)])
+                }),
+                Workload::cycling(
+                    "HSET new + HDEL",
+                    (0..CYCLE)
+                        .map(|k| {
+                            let job = uuidish(FRESH + k as u64);
+                            vec![
+                                (args(&["HSET", hash, &job, inst]), is_one as _),
+                                (args(&["HDEL", hash, &job]), is_one as _),
+                            ]
+                        })
+                        .collect(),
+                    &["hset", "hdel"],
+                ),
+                each("HGET", &["hget"], is_bulk, |k| {
+                    args(&["HGET", hash, spread(jobs, k)])
+                }),
+            ]);
+        }
+        let per_size = workloads.len() / 2;
+        workloads.push(Workload::new(
+            "JOBS, alone",
+            vec![(
+                args(&["ALLOC.JOBS", "alloc:solo", "solo"]),
+                is_nonempty_array,
+            )],
+            &["alloc.jobs"],
+        ));
+        workloads.push(Workload::new(
+            "JOBS, 1M",
+            vec![(args(&["ALLOC.JOBS", "alloc:1m", picked]), is_nonempty_array)],
+            &["alloc.jobs"],
+        ));
+        let work: Vec<(&Workload, usize)> = workloads
+            .iter()
+            .map(|w| {
+                (
+                    w,
+                    if w.label.starts_with("JOBS") {
+                        JOBS_ITERS
+                    } else {
+                        ITERS
+                    },
+                )
+            })
+            .collect();
+        let best = best_of(&mut conn, &mut admin, &work, ROUNDS);
+
+        let at = |n: usize| {
+            format!(
+                "{} allocations over {} instances",
+                num(n as f64),
+                num(INSTANCES as f64)
+            )
+        };
+        // (what, workload index within a size, stat index, per call (else per iteration),
+        // target)
+        let rows = [
+            ("ALLOC.ALLOCATE of a new job", 0, 0, true, true),
+            ("ALLOC.DEALLOCATE", 0, 1, true, false),
+            (
+                "ALLOC.ALLOCATE of an allocated job (10,000 spread-out jobs)",
+                1,
+                0,
+                true,
+                true,
+            ),
+            ("ALLOC.INSTANCE (10,000 spread-out jobs)", 2, 0, true, true),
+            ("ALLOC.HASJOBS", 3, 0, true, true),
+            (
+                "ALLOC.INSTANCE of the same 100 jobs again and again (cache-warm)",
+                4,
+                0,
+                true,
+                false,
+            ),
+            (
+                "reference: Redis hash, HSET of a new field + HDEL (per pair), same jobs",
+                5,
+                0,
+                false,
+                false,
+            ),
+            (
+                "reference: Redis hash, HGET of the same 10,000 spread-out jobs",
+                6,
+                0,
+                true,
+                false,
+            ),
+        ];
+        for (what, w, stat, per_call, target) in rows {
+            let value = |i: usize| {
+                if per_call {
+                    best.call(i, stat)
+                } else {
+                    best.iter(i)
+                }
+            };
+            let row = Row::new(
+                FAMILY,
+                &format!("server time, {what}, {}", at(BIG)),
+                value(per_size + w),
+                "us",
+            )
+            .vs(&at(SMALL), value(w));
+            report.add(if target {
+                row.target(Target::RatioAtMost(1.5))
+            } else {
+                row
+            });
+        }
+        let m = num(m as f64);
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!(
+                    "server time, ALLOC.JOBS of an instance with {m} jobs, {} in the key",
+                    at(BIG)
+                ),
+                best.call(2 * per_size + 1, 0),
+                "us",
+            )
+            .vs(
+                &format!("the same {m} jobs, the key's only allocations"),
+                best.call(2 * per_size, 0),
+            )
+            .target(Target::RatioAtMost(1.5)),
+        );
+    }
+
+    /// (b) Memory per allocation against a hash field job → instance.
+    ///
+    /// One key with 1,000 instances and 1,000,000 allocations; one hash with a field per
+    /// job (the same ids) whose value is the instance the job landed on (`HSET`; a hash of
+    /// a million fields is hashtable-encoded, which the row names). `MEMORY USAGE …
+    /// SAMPLES 0` of each, divided by 1,000,000, is the target row; an informational row
+    /// gives the growth of `used_memory` per allocation while each was built (corral's
+    /// `MEMORY USAGE` comes from its own `mem_usage` callback, an estimate).
+    pub fn memory(report: &mut Report) {
+        const JOBS: usize = 1_000_000;
+        let srv = Server::start();
+        let mut admin = srv.conn();
+        let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+        let instances: Vec<String> = (0..INSTANCES).map(instance).collect();
+        let jobs: Vec<String> = (0..JOBS as u64).map(uuidish).collect();
+
+        let before = util::used_memory(&mut admin);
+        let landed = fill(&mut conn, "alloc", &instances, &jobs);
+        let alloc_growth = util::used_memory(&mut admin) - before;
+
+        let before = util::used_memory(&mut admin);
+        fill_hash(&mut conn, "hash", &jobs, &landed);
+        let hash_growth = util::used_memory(&mut admin) - before;
+        let encoding: String = redis::cmd("OBJECT")
+            .arg("ENCODING")
+            .arg("hash")
+            .query(&mut admin)
+            .expect("OBJECT ENCODING");
+
+        let n = JOBS as f64;
+        let hash = format!("hash field job → instance ({encoding}), same ids");
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!(
+                    "MEMORY USAGE per allocation ({} allocations, {} instances, 36-char job ids)",
+                    num(n),
+                    num(INSTANCES as f64)
+                ),
+                util::memory_usage(&mut admin, "alloc") / n,
+                "bytes",
+            )
+            .vs(&hash, util::memory_usage(&mut admin, "hash") / n)
+            .target(Target::RatioAtMost(2.0)),
+        );
+        report.add(
+            Row::new(
+                FAMILY,
+                "used_memory growth per allocation, same jobs",
+                alloc_growth / n,
+                "bytes",
+            )
+            .vs(&hash, hash_growth / n),
         );
     }
 }
