@@ -6,10 +6,9 @@
 //! unavailable or new instances arrive. An instance's availability can be a heartbeat lease
 //! (AVAILABLE … TTL) that lapses to "unavailable" at its deadline.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::engine::deadlines::DeadlineMap;
@@ -37,8 +36,9 @@ pub struct Alloc {
     position: AHashMap<Id, usize>,
     /// positions of the available instances, in allocation order.
     available: Vec<usize>,
-    /// instance → its jobs (so JOBS costs O(jobs of that instance)).
-    by_instance: AHashMap<Id, BTreeSet<Id>>,
+    /// instance → its jobs (so JOBS costs O(jobs of that instance); unordered, so allocating
+    /// is O(1) — JOBS sorts what it returns).
+    by_instance: AHashMap<Id, AHashSet<Id>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,11 +124,16 @@ impl Alloc {
         self.jobs.get(job).map(|i| &**i)
     }
 
-    pub fn jobs_of(&self, instance: &[u8]) -> impl Iterator<Item = &[u8]> {
-        self.by_instance
+    /// The instance's jobs, sorted by id.
+    pub fn jobs_of(&self, instance: &[u8]) -> Vec<&[u8]> {
+        let mut jobs: Vec<&[u8]> = self
+            .by_instance
             .get(instance)
             .into_iter()
             .flat_map(|s| s.iter().map(|j| &**j))
+            .collect();
+        jobs.sort_unstable();
+        jobs
     }
 
     pub fn has_jobs(&self, instance: &[u8]) -> bool {
@@ -178,7 +183,7 @@ impl Alloc {
         if !self.position.contains_key(instance) {
             return (0, None);
         }
-        let dropped = self.by_instance.get(instance).map_or(0, BTreeSet::len);
+        let dropped = self.by_instance.get(instance).map_or(0, |s| s.len());
         (
             dropped,
             Some(AllocEffect::Remove {
@@ -393,13 +398,28 @@ impl Primitive for Alloc {
     }
 
     fn mem_usage(&self) -> usize {
-        // Per allocation: the jobs map slot (two Arcs) at ~7/8 load, the job's bytes (+ Arc
-        // counts), and its entry in the per-instance B-tree set.
-        let per_job = 32 * 8 / 7 + 1 + 16 + 16 * 3 / 2;
-        let job_bytes: usize = self.jobs.keys().map(|j| j.len().next_multiple_of(8)).sum();
-        let per_instance = 24 + 16 + 24 + 8;
-        let inst_bytes: usize = self.instances.iter().map(|i| 16 + i.name.len()).sum();
-        self.jobs.len() * per_job + job_bytes + self.instances.len() * per_instance + inst_bytes
+        use crate::engine::deadlines::hash_table_bytes;
+        // The tables at their real capacity, plus each id's bytes once (ids are shared between
+        // the tables) with their Arc counts, rounded up as the allocator does.
+        let id = |n: usize| (16 + n).next_multiple_of(16);
+        let sets: usize = self
+            .by_instance
+            .values()
+            .map(|s| hash_table_bytes(s.capacity(), 16))
+            .sum();
+        hash_table_bytes(self.jobs.capacity(), 32)
+            + hash_table_bytes(self.by_instance.capacity(), 16 + 32)
+            + hash_table_bytes(self.position.capacity(), 24)
+            + sets
+            + self.heartbeats.table_bytes()
+            + self.instances.capacity() * 24
+            + self.available.capacity() * 8
+            + self.jobs.keys().map(|j| id(j.len())).sum::<usize>()
+            + self
+                .instances
+                .iter()
+                .map(|i| id(i.name.len()))
+                .sum::<usize>()
     }
 }
 
@@ -505,10 +525,7 @@ mod tests {
         available(&mut a, "instance1");
         assert_eq!(allocate(&mut a, "job0"), ("instance1".into(), true));
         assert_eq!(allocate(&mut a, "job1"), ("instance0".into(), true));
-        assert_eq!(
-            a.jobs_of(b"instance0").collect::<Vec<_>>(),
-            vec![&b"job1"[..]]
-        );
+        assert_eq!(a.jobs_of(b"instance0"), vec![&b"job1"[..]]);
         assert!(a.has_jobs(b"instance0"));
         let e = a.make_unavailable(b"instance0").unwrap();
         run(&mut a, e);
@@ -617,6 +634,6 @@ mod tests {
             rebuilt.apply(&e).unwrap();
         }
         assert_eq!(rebuilt, a);
-        assert_eq!(rebuilt.jobs_of(b"i1").count(), a.jobs_of(b"i1").count());
+        assert_eq!(rebuilt.jobs_of(b"i1"), a.jobs_of(b"i1"));
     }
 }

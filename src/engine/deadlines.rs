@@ -167,6 +167,15 @@ impl<K: MapKey, V> DeadlineMap<K, V> {
             .map(|(_, k)| k)
     }
 
+    /// Bytes of the map's own tables (not what keys and values point to): the hash table at its
+    /// real capacity, and the ordered index's B-tree nodes (about 2/3 full).
+    pub fn table_bytes(&self) -> usize {
+        hash_table_bytes(
+            self.entries.capacity(),
+            std::mem::size_of::<(K, (u64, V))>(),
+        ) + self.order.len() * std::mem::size_of::<(u64, K)>() * 3 / 2
+    }
+
     /// Entries in deadline order (ties by key): deterministic, for digests and replies.
     pub fn iter(&self) -> impl Iterator<Item = (&K, u64, &V)> {
         self.order.iter().filter_map(|(at, k)| {
@@ -174,6 +183,16 @@ impl<K: MapKey, V> DeadlineMap<K, V> {
             Some((k, *at, v))
         })
     }
+}
+
+/// Heap bytes of a hash table (std/hashbrown layout) that can hold `capacity` entries of
+/// `entry` bytes: a power-of-two number of buckets at most 7/8 full, one control byte each.
+pub fn hash_table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity * 8).div_ceil(7).next_power_of_two();
+    buckets * (entry + 1)
 }
 
 impl<K: MapKey> DeadlineMap<K, ()> {

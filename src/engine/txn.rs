@@ -181,53 +181,72 @@ impl<F: Primitive> Txn<F> {
     }
 
     /// As `commit`, for effects that arrived replicated: they are propagated verbatim instead.
-    fn commit_replicated(mut self) {
+    fn commit_replicated(self) {
         ffi::replicate_verbatim(self.ctx);
         self.store();
     }
 
-    fn store(&mut self) {
-        let ty = datatype::raw_type(F::FAMILY);
-        let empty = self.state().is_empty();
-        let changed = !self.log.is_empty();
-        let (next, expires, last) = {
-            let s = self.state();
-            (s.next_deadline(), s.expires_at(), s.last_token())
+    /// Stores or deletes the value, sets the key's PTTL, and schedules the next deadline.
+    fn store(self) {
+        let Txn {
+            ctx,
+            name,
+            keyref,
+            mut key,
+            value,
+            log,
+            ..
+        } = self;
+        let (empty, next, expires, last) = {
+            let s: &F = match &value {
+                // SAFETY: the key is still open and holds this value.
+                Value::Stored(p) => unsafe { p.as_ref() },
+                Value::Fresh(b) => b,
+            };
+            (
+                s.is_empty(),
+                s.next_deadline(),
+                s.expires_at(),
+                s.last_token(),
+            )
         };
-        if changed {
-            match std::mem::replace(&mut self.value, Value::Fresh(Box::default())) {
+        if !log.is_empty() {
+            match value {
                 Value::Fresh(b) if !empty => {
+                    let ty = datatype::raw_type(F::FAMILY);
                     // SAFETY: ty is this family's type, whose callbacks treat values as Box<F>.
-                    unsafe { self.key.set_value(ty, b) };
-                    self.key.set_expire_at(expires);
+                    unsafe { key.set_value(ty, b) };
+                    key.set_expire_at(expires);
                 }
                 Value::Fresh(_) => {}
-                Value::Stored(_) if empty => self.key.delete(),
-                Value::Stored(p) => {
-                    self.value = Value::Stored(p);
-                    self.key.set_expire_at(expires);
-                }
+                Value::Stored(_) if empty => key.delete(),
+                Value::Stored(_) => key.set_expire_at(expires),
             }
         }
         // Schedule the next deadline unless an earlier look is already scheduled (that look
         // reschedules). A deleted key's entry is left to fire harmlessly: repeated
         // lock/release cycles on one key then cost one lookup, not an insert and a removal.
-        let k = self.keyref();
-        let arm = state::with(|e| {
-            e.mint.observe(last);
-            match next {
-                Some(at) if !empty => match e.schedule.deadline(k) {
-                    Some(old) if old <= at => false,
-                    _ => {
-                        e.schedule.set_earlier(KeyRef::from(k), at);
-                        true
-                    }
-                },
-                _ => false,
+        let arm = match next.filter(|_| !empty) {
+            None => {
+                state::with(|e| e.mint.observe(last));
+                false
             }
-        });
+            Some(at) => {
+                let k = keyref.get_or_init(|| key_bytes(ctx.selected_db(), name.bytes()));
+                state::with(|e| {
+                    e.mint.observe(last);
+                    match e.schedule.deadline(&k[..]) {
+                        Some(old) if old <= at => false,
+                        _ => {
+                            e.schedule.set_earlier(KeyRef::from(&k[..]), at);
+                            true
+                        }
+                    }
+                })
+            }
+        };
         if arm {
-            scheduler::arm(self.ctx);
+            scheduler::arm(ctx);
         }
     }
 }

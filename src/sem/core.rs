@@ -244,14 +244,14 @@ impl Primitive for Sem {
     }
 
     fn mem_usage(&self) -> usize {
-        // Per holder: the hash map slot (key, deadline, permit) at ~7/8 load, the ordered index
-        // entry (deadline, key) with B-tree slack, and the shared holder bytes (+ Arc counts).
-        const MAP_SLOT: usize = (16 + 8 + 16) * 8 / 7 + 1;
-        const TREE_SLOT: usize = (8 + 16) * 3 / 2;
-        self.holders
+        // The lease table's own tables, plus each holder id once (shared by both indexes),
+        // with its Arc counts, rounded up as the allocator does.
+        let ids: usize = self
+            .holders
             .iter()
-            .map(|(h, _, _)| MAP_SLOT + TREE_SLOT + 16 + h.len().next_multiple_of(8))
-            .sum()
+            .map(|(h, _, _)| (16 + h.len()).next_multiple_of(16))
+            .sum();
+        self.holders.table_bytes() + ids
     }
 }
 
