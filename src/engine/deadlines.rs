@@ -73,6 +73,15 @@ impl<K: MapKey, V> DeadlineMap<K, V> {
         self.entries.contains_key(k)
     }
 
+    /// The stored key equal to `k` (e.g. to share an `Arc` instead of allocating a new one).
+    pub fn key<Q>(&self, k: &Q) -> Option<&K>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.get_key_value(k).map(|(key, _)| key)
+    }
+
     /// The entry's deadline and value.
     pub fn get<Q>(&self, k: &Q) -> Option<(u64, &V)>
     where

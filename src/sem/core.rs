@@ -87,18 +87,22 @@ impl Sem {
             .map(|(d, p)| (d, *p))
     }
 
-    pub fn renew(&self, holder: &[u8], ttl: u64, now: u64) -> Option<SemEffect> {
+    /// The stored id of a live holder (shared, not copied, into effects).
+    fn live_id(&self, holder: &[u8], now: u64) -> Option<Holder> {
         self.live(holder, now)?;
+        self.holders.key(holder).cloned()
+    }
+
+    pub fn renew(&self, holder: &[u8], ttl: u64, now: u64) -> Option<SemEffect> {
         Some(SemEffect::Renew {
-            holder: Arc::from(holder),
+            holder: self.live_id(holder, now)?,
             deadline: now + ttl,
         })
     }
 
     pub fn release(&self, holder: &[u8], now: u64) -> Option<SemEffect> {
-        self.live(holder, now)?;
         Some(SemEffect::Release {
-            holder: Arc::from(holder),
+            holder: self.live_id(holder, now)?,
         })
     }
 
