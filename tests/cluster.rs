@@ -3,7 +3,9 @@
 //! - commands route by their key (the `redis` crate's cluster client follows MOVED/ASK);
 //! - hash tags put several primitives in one slot, so MULTI/EXEC and EVAL can combine them;
 //! - `redis-cli --cluster reshard` (MIGRATE = DUMP/RESTORE through the types' RDB callbacks)
-//!   keeps holders, deadlines and tokens, and the new node lapses moved leases on its own.
+//!   keeps holders, deadlines and tokens, and the new node lapses moved leases on its own;
+//! - clients blocked on a key that migrates away are answered with a redirection, never
+//!   granted on the node that gave the slot away.
 //!
 //! The cluster plumbing (start, `--cluster create`, wait for agreement, reshard) is the `net`
 //! module at the end of this file. `redis-cli` is Debian's (Redis 7.0) whatever `REDIS_SERVER`
@@ -12,6 +14,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{wait_until, Server};
@@ -480,6 +483,124 @@ fn snapshot(
     out.push(("job ttl", Snap::Ttl(as_int(&field(&got, "ttl")))));
     out.push(("job info", Snap::Exact(val(cc, &["JOB.INFO", &k("job")]))));
     out
+}
+
+/// Clients blocked on the source node when their key migrates away are answered at once with
+/// a redirection to the node that now serves the key — never granted a new lease on the
+/// source, which no longer owns the slot. A cluster client follows the redirection and waits
+/// on the new node instead. Waiters on a key that does not exist (a JOB.PULL on an empty
+/// store: nothing to migrate) are redirected too, within a second.
+#[test]
+fn waiters_of_a_migrating_key_are_redirected_not_granted() {
+    let cl = Cluster::start();
+    let (src, dst) = (2, 0);
+    let slot = cl.lowest_slot(src);
+    let tag = tag_in_slot(slot);
+    let lock = format!("{{{tag}}}:lock");
+    let sem = format!("{{{tag}}}:sem");
+    let jobs = format!("{{{tag}}}:jobs"); // never created: an empty store
+    let mut cc = cl.client();
+    let t_a = int(&mut cc, &["RESV.LOCK", &lock, "a", "20000"]);
+    int(&mut cc, &["SEM.ACQUIRE", &sem, "a", "1", "20000"]);
+
+    // Plain clients blocked on the source, one per family…
+    let plain = |args: &[&str]| {
+        let mut c = cl.nodes[src].conn();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        thread::spawn(move || {
+            let started = Instant::now();
+            let r: redis::RedisResult<Value> = redis::cmd(&args[0]).arg(&args[1..]).query(&mut c);
+            (r, started.elapsed())
+        })
+    };
+    let w_lock = plain(&["RESV.LOCK", &lock, "b", "10000", "BLOCK", "30000"]);
+    let w_sem = plain(&["SEM.ACQUIRE", &sem, "b", "1", "10000", "BLOCK", "30000"]);
+    let w_job = plain(&["JOB.PULL", &jobs, "w1", "10000", "BLOCK", "0"]);
+    // … and cluster clients, which will follow the redirection.
+    let clustered = |args: &[&str]| {
+        let mut c = cl.client();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        thread::spawn(move || -> Value {
+            cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+                .query(&mut c)
+                .unwrap()
+        })
+    };
+    let c_lock = clustered(&["RESV.LOCK", &lock, "c", "10000", "BLOCK", "30000"]);
+    let c_job = clustered(&["JOB.PULL", &jobs, "w2", "10000", "BLOCK", "0"]);
+    wait_until(Duration::from_secs(10), "5 waiters on the source", || {
+        corral_info(&cl.nodes[src], "resv_waiting") == 2
+            && corral_info(&cl.nodes[src], "sem_waiting") == 1
+            && corral_info(&cl.nodes[src], "job_waiting") == 2
+    });
+    let grants = || {
+        ["resv", "sem", "job"]
+            .iter()
+            .map(|f| corral_info(&cl.nodes[src], &format!("{f}_grants")))
+            .sum::<u64>()
+    };
+    let src_grants = grants();
+
+    cl.reshard(src, dst, 1);
+    let dst_port = cl.nodes[dst].port();
+    for (what, w) in [
+        ("RESV.LOCK", w_lock),
+        ("SEM.ACQUIRE", w_sem),
+        ("JOB.PULL", w_job),
+    ] {
+        let (r, waited) = w.join().unwrap();
+        let e = match r {
+            Ok(v) => {
+                panic!("{what} waiter on the source was answered {v:?} instead of a redirection")
+            }
+            Err(e) => e,
+        };
+        let detail = e.detail().unwrap_or("");
+        assert!(matches!(e.code(), Some("ASK" | "MOVED")), "{what}: {e}");
+        assert_eq!(
+            detail,
+            format!("{slot} 127.0.0.1:{dst_port}"),
+            "{what}: {e}"
+        );
+        assert!(
+            waited < Duration::from_secs(10),
+            "{what} answered only after {waited:?}"
+        );
+        eprintln!("{what} waiter on the source: answered `{e}` after {waited:?}");
+    }
+    // Nothing was granted on the source, and it holds no key of the slot it gave away.
+    assert_eq!(grants(), src_grants);
+    assert_eq!(
+        int(
+            &mut cl.nodes[src].conn(),
+            &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]
+        ),
+        0
+    );
+    assert_eq!(corral_info(&cl.nodes[src], "resv_waiting"), 0);
+    assert_eq!(corral_info(&cl.nodes[src], "job_waiting"), 0);
+
+    // The cluster clients followed the redirection and now wait on the new node: one gets the
+    // lock when `a` lets go there, under a larger token; the other gets the first new job.
+    wait_until(
+        Duration::from_secs(10),
+        "the cluster clients wait on the new node",
+        || {
+            corral_info(&cl.nodes[dst], "resv_waiting") == 1
+                && corral_info(&cl.nodes[dst], "job_waiting") == 1
+        },
+    );
+    let info = val(&mut cc, &["RESV.INFO", &lock]);
+    assert_eq!(as_str(&field(&info, "holder")), "a");
+    assert_eq!(as_int(&field(&info, "token")), t_a);
+    assert_eq!(int(&mut cc, &["RESV.RELEASE", &lock, "a"]), 1);
+    let t_c = as_int(&c_lock.join().unwrap());
+    assert!(t_c > t_a);
+    let id = int(&mut cc, &["JOB.CREATE", &jobs, "req"]);
+    let pulled = array(&c_job.join().unwrap());
+    assert_eq!(as_int(&pulled[0]), id);
+    assert_eq!(corral_info(&cl.nodes[src], "contained_panics"), 0);
+    assert_eq!(corral_info(&cl.nodes[dst], "contained_panics"), 0);
 }
 
 /// The cluster plumbing: three primaries, `redis-cli --cluster create`, agreement, reshard.
