@@ -229,6 +229,11 @@ impl CtxFlags {
             || self.0 & raw::REDISMODULE_CTX_FLAGS_AOF as c_int != 0
     }
 
+    /// True on a Redis Cluster node (`cluster-enabled yes`).
+    pub fn is_cluster(self) -> bool {
+        self.0 & raw::REDISMODULE_CTX_FLAGS_CLUSTER as c_int != 0
+    }
+
     /// False inside MULTI/EXEC, scripts and other contexts that must not block.
     pub fn can_block(self) -> bool {
         self.0 & CTX_FLAGS_NO_BLOCK == 0
@@ -410,6 +415,22 @@ pub fn has_replication_stream(ctx: Ctx) -> bool {
     info.lines().any(|l| {
         matches!(l.split_once(':'), Some(("connected_slaves" | "repl_backlog_active", v)) if v.trim() != "0")
     })
+}
+
+/// `CLUSTER NODES` as this node sees it (one `RM_Call`; cluster mode only), None if it failed.
+pub fn cluster_nodes(ctx: Ctx) -> Option<String> {
+    // SAFETY: ctx.0 is the running callback's context; Context::new only wraps it so that
+    // `call` (RM_Call) can use it, which any callback context may do. CLUSTER NODES touches no
+    // key and is never redirected.
+    let c = redis_module::Context::new(ctx.0);
+    match c.call("CLUSTER", &["NODES"]) {
+        // A bulk string (RM_Call answers RESP2); an error reply would come back as a
+        // StringBuffer, and is None here.
+        Ok(redis_module::RedisValue::SimpleString(s) | redis_module::RedisValue::BulkString(s)) => {
+            Some(s)
+        }
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

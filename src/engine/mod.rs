@@ -6,6 +6,7 @@
 //! parse arguments and call `txn::{read, write, acquire}`. Everything else is here.
 
 pub mod args;
+pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod datatype;

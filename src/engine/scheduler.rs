@@ -8,9 +8,11 @@
 
 use std::ffi::c_void;
 
+use super::cluster;
 use super::contain;
-use super::ffi::{self, raw, Ctx, KeyHolds, OwnedStr};
+use super::ffi::{self, raw, Ctx, KeyHolds, OwnedStr, Reply};
 use super::state::{self, split_key, KeyRef};
+use super::waiters;
 
 /// Makes sure the timer fires at the earliest scheduled deadline.
 pub fn arm(ctx: Ctx) {
@@ -82,7 +84,35 @@ fn check_key(ctx: Ctx, key: &KeyRef) {
         // An empty key (or one of another type) may still have waiters: their family decides.
         _ => e.queues.head_family(key).and_then(|f| e.family(f)),
     });
-    if let Some(ops) = ops {
+    let Some(ops) = ops else {
+        return;
+    };
+    // Waiters of a key that is gone are served against the empty key — unless, in Redis
+    // Cluster, the key is gone because its slot is moving to another node (MIGRATE deletes it
+    // here): then they are redirected there instead of granted here (cluster.rs).
+    if matches!(holds, KeyHolds::Nothing) && ctx.flags().is_cluster() {
+        if let Some(redirect) = cluster::redirect_for_missing_key(ctx, name) {
+            waiters::fail_all(key, Reply::Error(redirect));
+            return;
+        }
         ops.check(ctx, name_r);
+        if matches!(ctx.open_key(name_r, false).holds(), KeyHolds::Nothing) {
+            recheck_later(ctx, key.clone());
+        }
+        return;
     }
+    ops.check(ctx, name_r);
+}
+
+/// In Redis Cluster, clients waiting on a key that does not exist (a `JOB.PULL` on an empty
+/// store) are looked at again every `cluster::RECHECK_MS` while they wait: if the key's slot
+/// moves to another node, nothing else would tell this node (there is no key to MIGRATE, and
+/// no event), and they would wait here for a grant that can no longer happen.
+pub fn recheck_later(ctx: Ctx, key: KeyRef) {
+    if !state::with(|e| e.queues.is_waiting(&key)) {
+        return;
+    }
+    let at = ffi::now_ms() + cluster::RECHECK_MS;
+    state::with(|e| e.schedule.set_earlier(key, at));
+    arm(ctx);
 }

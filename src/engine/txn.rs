@@ -313,9 +313,16 @@ pub fn acquire<F: Primitive>(
     }
     let keyref = KeyBytes::from_slice(txn.keyref());
     let flags = txn.flags();
+    let absent = txn.state().is_empty();
     txn.commit();
     match block {
-        Some(ms) if flags.can_block() => Ok(waiters::park::<F>(ctx, &keyref, request, ms)),
+        Some(ms) if flags.can_block() => {
+            let parked = waiters::park::<F>(ctx, &keyref, request, ms);
+            if absent && flags.is_cluster() {
+                scheduler::recheck_later(ctx, KeyRef::from(&keyref[..]));
+            }
+            Ok(parked)
+        }
         _ => Ok(Reply::Nil),
     }
 }
