@@ -505,3 +505,101 @@ fn promoted_replica_lapses_leases_at_their_deadlines_and_continues_tokens() {
         .unwrap()
         .success());
 }
+
+/// Short leases with blocked waiters on a few keys: lapses and hand-offs all the time.
+fn churn(port: u16, id: usize, stop: Arc<AtomicBool>) {
+    let Ok(mut c) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|cl| cl.get_connection())
+    else {
+        return;
+    };
+    let holder = format!("c{id}");
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let ttl = (20 + (n * 7 + id as u64) % 80).to_string();
+        let (a, b): (&str, String) = match n % 3 {
+            0 => ("RESV.LOCK", format!("hk{}", n % 2)),
+            1 => ("SEM.ACQUIRE", "hs".into()),
+            _ => ("SLOT.GET", "hp".into()),
+        };
+        let mut cmd = redis::cmd(a);
+        match a {
+            "RESV.LOCK" => cmd.arg(&b).arg(&holder).arg(&ttl),
+            "SEM.ACQUIRE" => cmd.arg(&b).arg(&holder).arg(2).arg(&ttl),
+            _ => cmd
+                .arg(&b)
+                .arg("HOLDER")
+                .arg(&holder)
+                .arg("TTL")
+                .arg(&ttl)
+                .arg("LIMIT")
+                .arg(2),
+        };
+        cmd.arg("BLOCK").arg(300);
+        let r: redis::RedisResult<Value> = cmd.query(&mut c);
+        if r.is_err() {
+            return;
+        }
+        // Release half of what we got early; the rest lapses.
+        if n.is_multiple_of(2) && a == "RESV.LOCK" {
+            let _: redis::RedisResult<Value> = redis::cmd("RESV.RELEASE")
+                .arg(&b)
+                .arg(&holder)
+                .query(&mut c);
+        }
+    }
+}
+
+#[test]
+fn two_replicas_match_the_primary_after_mixed_load_and_a_late_replica_too() {
+    let primary = Server::start();
+    let replicas = [Server::replica_of(&primary), Server::replica_of(&primary)];
+    let mut p = primary.conn();
+    for i in 0..4 {
+        int(&mut p, &["ALLOC.AVAILABLE", "alloc", &format!("i{i}")]);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads: Vec<thread::JoinHandle<()>> = (0..5)
+        .map(|family| {
+            let (port, stop) = (primary.port(), stop.clone());
+            thread::spawn(move || {
+                workload(port, family, 7, stop);
+            })
+        })
+        .collect();
+    threads.extend((0..6).map(|id| {
+        let (port, stop) = (primary.port(), stop.clone());
+        thread::spawn(move || churn(port, id, stop))
+    }));
+    thread::sleep(Duration::from_millis(1_500));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Let every short lease lapse (on the primary, which replicates the lapses).
+    thread::sleep(Duration::from_millis(400));
+    let lapses: u64 = primary
+        .info_field("corral", "corral_resv_lapses")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let handed: u64 = primary
+        .info_field("corral", "corral_resv_waits")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        lapses > 0 && handed > 0,
+        "the load had lapses ({lapses}) and waits ({handed})"
+    );
+    let want = digest(&mut p);
+    for r in &replicas {
+        primary.sync_replica(r);
+        assert_eq!(digest(&mut r.conn()), want, "replica on port {}", r.port());
+    }
+    // A replica attached after the load gets the same state by full sync.
+    let late = Server::replica_of(&primary);
+    primary.sync_replica(&late);
+    assert_eq!(digest(&mut late.conn()), want);
+}
