@@ -42,6 +42,8 @@ pub struct Txn<F: Primitive> {
     value: Value<F>,
     /// What this transaction changed, encoded for propagation as it happens.
     log: EffectLog,
+    /// The stored value's PTTL deadline when the key was opened (to skip setting it unchanged).
+    expires_before: Option<u64>,
     now: u64,
     flags: CtxFlags,
 }
@@ -54,12 +56,13 @@ impl<F: Primitive> Txn<F> {
     fn open_with(ctx: Ctx, name: RStr, flags: CtxFlags) -> Result<Self, Error> {
         let mut key = ctx.open_key(name, true);
         let ty = datatype::raw_type(F::FAMILY);
-        let value = match key.holds() {
-            KeyHolds::Nothing => Value::Fresh(Box::default()),
+        let (value, expires_before) = match key.holds() {
+            KeyHolds::Nothing => (Value::Fresh(Box::default()), None),
             KeyHolds::Module(t) if t == ty => {
                 // SAFETY: every value of this family's type is a Box<F> (datatype.rs).
                 let v = unsafe { key.value_mut::<F>(ty) }.ok_or(Error::WrongType)?;
-                Value::Stored(NonNull::from(v))
+                let expires = v.expires_at();
+                (Value::Stored(NonNull::from(v)), expires)
             }
             _ => return Err(Error::WrongType),
         };
@@ -70,6 +73,7 @@ impl<F: Primitive> Txn<F> {
             key,
             value,
             log: EffectLog::new(F::FAMILY, flags.propagates()),
+            expires_before,
             now: ffi::now_ms(),
             flags,
         })
@@ -195,6 +199,7 @@ impl<F: Primitive> Txn<F> {
             mut key,
             value,
             log,
+            expires_before,
             ..
         } = self;
         let (empty, next, expires, last) = {
@@ -220,7 +225,10 @@ impl<F: Primitive> Txn<F> {
                 }
                 Value::Fresh(_) => {}
                 Value::Stored(_) if empty => key.delete(),
-                Value::Stored(_) => key.set_expire_at(expires),
+                // Set only when the value's deadline moved: a key whose TTL a user changed
+                // (EXPIRE/PERSIST) keeps it until a change that moves the value's own.
+                Value::Stored(_) if expires != expires_before => key.set_expire_at(expires),
+                Value::Stored(_) => {}
             }
         }
         // Schedule the next deadline unless an earlier look is already scheduled (that look
