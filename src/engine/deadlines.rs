@@ -204,6 +204,32 @@ pub fn hash_table_bytes(capacity: usize, entry: usize) -> usize {
     buckets * (entry + 1)
 }
 
+/// How many entries a memory estimate looks at. `MEMORY USAGE` must not walk a whole value
+/// (a million-job store would block the server for tens of ms), so, as Redis does for its own
+/// types, families count their tables from their capacities and the entries' own heap bytes as
+/// `len × the average of a sample` of at most this many entries.
+pub const MEM_SAMPLE: usize = 64;
+
+/// The heap bytes of `len` entries, estimated from the first `sample` of `items` (`bytes` of
+/// each): exact when `items` has no more than `sample` entries (`usize::MAX` walks them all).
+pub fn sampled<T>(
+    len: usize,
+    items: impl Iterator<Item = T>,
+    sample: usize,
+    mut bytes: impl FnMut(T) -> usize,
+) -> usize {
+    let (mut n, mut sum) = (0usize, 0usize);
+    for item in items.take(sample) {
+        n += 1;
+        sum = sum.saturating_add(bytes(item));
+    }
+    if n == 0 || n >= len {
+        return sum;
+    }
+    let scaled = sum as u128 * len as u128 / n as u128;
+    usize::try_from(scaled).unwrap_or(usize::MAX)
+}
+
 impl<K: MapKey> DeadlineMap<K, ()> {
     /// Sets `k`'s deadline only if it has none or a later one (keeps the earliest).
     pub fn set_earlier(&mut self, k: K, at: u64) {
