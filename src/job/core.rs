@@ -1714,9 +1714,8 @@ mod tests {
                 let e = j.create(id, &vec![b'r'; len(id)]);
                 run_unchecked(&mut j, &[e]);
             }
-            let mut token = 100_000;
             for id in 1..=3_000u64 {
-                token += 1;
+                let token = 100_000 + id;
                 let grant = JobEffect::Grant {
                     id,
                     worker: Arc::from(format!("worker-{id:06}").as_bytes()),
