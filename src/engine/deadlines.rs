@@ -177,12 +177,12 @@ impl<K: MapKey, V> DeadlineMap<K, V> {
     }
 
     /// Bytes of the map's own tables (not what keys and values point to): the hash table at its
-    /// real capacity, and the ordered index's B-tree nodes (about 2/3 full).
+    /// real capacity, and the ordered index's B-tree nodes (see [`btree_entry`]).
     pub fn table_bytes(&self) -> usize {
         hash_table_bytes(
             self.entries.capacity(),
             std::mem::size_of::<(K, (u64, V))>(),
-        ) + self.order.len() * std::mem::size_of::<(u64, K)>() * 3 / 2
+        ) + self.order.len() * btree_entry(std::mem::size_of::<(u64, K)>())
     }
 
     /// Entries in deadline order (ties by key): deterministic, for digests and replies.
@@ -192,6 +192,28 @@ impl<K: MapKey, V> DeadlineMap<K, V> {
             Some((k, *at, v))
         })
     }
+}
+
+/// Heap bytes jemalloc (Redis's allocator) really spends on an `n`-byte allocation: its size
+/// class (multiples of 8 up to 8, of 16 up to 128, then four classes per doubling).
+pub fn heap(n: usize) -> usize {
+    match n {
+        0 => 0,
+        1..=8 => 8,
+        9..=128 => n.next_multiple_of(16),
+        _ => {
+            let log2 = (usize::BITS - 1 - (n - 1).leading_zeros()) as usize;
+            n.next_multiple_of(1 << (log2 - 2))
+        }
+    }
+}
+
+/// Bytes per entry of a `BTreeMap` whose key and value take `kv` bytes: nodes of 11 slots
+/// about 6/11 full (what ascending inserts and front removals leave), plus internal nodes
+/// (12 more edge pointers each) at about one per 6 leaves.
+pub fn btree_entry(kv: usize) -> usize {
+    let leaf = (8 + 11 * kv + 4).next_multiple_of(8);
+    heap(leaf) / 6 + heap(leaf + 12 * 8) / 36
 }
 
 /// Heap bytes of a hash table (std/hashbrown layout) that can hold `capacity` entries of

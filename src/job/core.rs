@@ -23,7 +23,7 @@ use std::sync::Arc;
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::deadlines::{sampled, DeadlineMap, MEM_SAMPLE};
+use crate::engine::deadlines::{btree_entry, heap, sampled, DeadlineMap, MEM_SAMPLE};
 use smallvec::smallvec;
 
 use crate::engine::{Effect, Effects, Event, Family, Primitive, Reply};
@@ -673,28 +673,6 @@ impl Jobs {
         };
         Some((smallvec![grant], notify_reply(id, f, token)))
     }
-}
-
-/// Heap bytes jemalloc (Redis's allocator) really spends on an `n`-byte allocation: its size
-/// class (multiples of 8 up to 8, of 16 up to 128, then four classes per doubling).
-pub fn heap(n: usize) -> usize {
-    match n {
-        0 => 0,
-        1..=8 => 8,
-        9..=128 => n.next_multiple_of(16),
-        _ => {
-            let log2 = (usize::BITS - 1 - (n - 1).leading_zeros()) as usize;
-            n.next_multiple_of(1 << (log2 - 2))
-        }
-    }
-}
-
-/// Bytes per entry of a `BTreeMap` whose key and value take `kv` bytes: nodes of 11 slots
-/// about 6/11 full (what ascending inserts and front removals leave), plus internal nodes
-/// (12 more edge pointers each) at about one per 6 leaves.
-fn btree_entry(kv: usize) -> usize {
-    let leaf = (8 + 11 * kv + 4).next_multiple_of(8);
-    heap(leaf) / 6 + heap(leaf + 12 * 8) / 36
 }
 
 /// Bytes per entry of a hash map slot of `kv` bytes (+1 control byte) at 7/8 load, doubled
