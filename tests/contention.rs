@@ -732,7 +732,7 @@ fn hundred_clients_contend_with_kills_and_nothing_is_ever_held_twice() {
     let sum = |f: fn(&Log) -> u64| logs.iter().map(f).sum::<u64>();
     println!(
         "contention: {} grants (resv {}, sem {}, slot {}), {} BLOCK waits ({} timed out), \
-         {} kills ({} noticed mid-command), latest waiter answered {} ms past its timeout, \
+         {} kills ({} noticed by their workers), latest waiter answered {} ms past its timeout, \
          {} violations",
         grants.len(),
         count(Family::Resv),
