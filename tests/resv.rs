@@ -499,3 +499,47 @@ fn replica_attached_after_writes_matches_primary() {
         assert_eq!(info(&mut r, &k).unwrap().0, "b");
     }
 }
+
+/// A waiter granted in the same event-loop iteration in which its BLOCK timeout passes still
+/// gets its grant. (Redis 7.0 drops the reply of a module-blocked client that was unblocked and
+/// then timed out before its reply was sent: the client would hang forever while holding the
+/// lock. corral therefore times waiters out itself.) Found by tests/contention.rs.
+#[test]
+fn waiter_granted_as_its_timeout_passes_gets_its_reply() {
+    let s = Server::start();
+    let mut c = s.conn();
+    assert!(lock(&mut c, "k", "a", 60_000).is_some());
+    let mut w = s.conn();
+    w.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let waiter = thread::spawn(move || -> redis::RedisResult<Option<i64>> {
+        redis::cmd("RESV.LOCK")
+            .arg("k")
+            .arg("b")
+            .arg(60_000)
+            .arg("BLOCK")
+            .arg(100)
+            .query(&mut w)
+    });
+    wait_until(Duration::from_secs(5), "b waits", || {
+        info(&mut c, "k").is_some_and(|(_, _, _, waiters)| waiters == 1)
+    });
+    // The sleep lets b's timeout pass; the release then grants b before Redis looks at timeouts.
+    let _: Value = redis::pipe()
+        .atomic()
+        .cmd("DEBUG")
+        .arg("SLEEP")
+        .arg("0.3")
+        .cmd("RESV.RELEASE")
+        .arg("k")
+        .arg("a")
+        .query(&mut c)
+        .unwrap();
+    let token = waiter
+        .join()
+        .unwrap()
+        .expect("the waiter is answered")
+        .expect("the waiter was granted: the lock was released while it waited");
+    let (holder, _, t, waiters) = info(&mut c, "k").expect("b holds k");
+    assert_eq!((holder.as_str(), t, waiters), ("b", token, 0));
+    assert_alive(&s, &mut c);
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use ahash::{AHashMap, AHashSet};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::engine::deadlines::DeadlineMap;
+use crate::engine::deadlines::{hash_table_bytes, sampled, DeadlineMap, MEM_SAMPLE};
 use crate::engine::{Effect, Effects, Event, Family, Primitive, Reply};
 
 /// An instance or job id, shared between the indexes that mention it.
@@ -398,15 +398,26 @@ impl Primitive for Alloc {
     }
 
     fn mem_usage(&self) -> usize {
-        use crate::engine::deadlines::hash_table_bytes;
-        // The tables at their real capacity, plus each id's bytes once (ids are shared between
-        // the tables) with their Arc counts, rounded up as the allocator does.
+        self.mem_sampled(MEM_SAMPLE)
+    }
+}
+
+impl Alloc {
+    /// `mem_usage` looking at `sample` entries of each table at most (`usize::MAX`: all): the
+    /// tables at their real capacity, plus each id's bytes once (ids are shared between the
+    /// tables) with their Arc counts, rounded up as the allocator does.
+    fn mem_sampled(&self, sample: usize) -> usize {
         let id = |n: usize| (16 + n).next_multiple_of(16);
-        let sets: usize = self
-            .by_instance
-            .values()
-            .map(|s| hash_table_bytes(s.capacity(), 16))
-            .sum();
+        let sets = sampled(
+            self.by_instance.len(),
+            self.by_instance.values(),
+            sample,
+            |s| hash_table_bytes(s.capacity(), 16),
+        );
+        let job_ids = sampled(self.jobs.len(), self.jobs.keys(), sample, |j| id(j.len()));
+        let instance_ids = sampled(self.instances.len(), self.instances.iter(), sample, |i| {
+            id(i.name.len())
+        });
         hash_table_bytes(self.jobs.capacity(), 32)
             + hash_table_bytes(self.by_instance.capacity(), 16 + 32)
             + hash_table_bytes(self.position.capacity(), 24)
@@ -414,12 +425,8 @@ impl Primitive for Alloc {
             + self.heartbeats.table_bytes()
             + self.instances.capacity() * 24
             + self.available.capacity() * 8
-            + self.jobs.keys().map(|j| id(j.len())).sum::<usize>()
-            + self
-                .instances
-                .iter()
-                .map(|i| id(i.name.len()))
-                .sum::<usize>()
+            + job_ids
+            + instance_ids
     }
 }
 
@@ -635,5 +642,44 @@ mod tests {
         }
         assert_eq!(rebuilt, a);
         assert_eq!(rebuilt.jobs_of(b"i1"), a.jobs_of(b"i1"));
+    }
+
+    /// The sampled estimate is within 10% of the walk over every entry.
+    fn assert_close(estimate: usize, exact: usize, what: &str) {
+        let diff = estimate.abs_diff(exact);
+        assert!(
+            diff * 10 <= exact,
+            "{what}: estimate {estimate} vs exact {exact} bytes"
+        );
+    }
+
+    /// MEMORY USAGE samples at most MEM_SAMPLE entries per table; on ids of uniform (and of
+    /// mixed) sizes it stays within 10% of the exact walk.
+    #[test]
+    fn mem_estimate_matches_the_walk() {
+        for mixed in [false, true] {
+            let mut a = Alloc::default();
+            for i in 0..200u64 {
+                a.apply(&AllocEffect::Available {
+                    instance: Arc::from(format!("instance-{i:04}").as_bytes()),
+                    deadline: None,
+                })
+                .unwrap();
+            }
+            for i in 0..20_000u64 {
+                let len = if mixed { 8 + (i % 40) as usize } else { 24 };
+                a.apply(&AllocEffect::Allocate {
+                    job: Arc::from(format!("{i:0len$}").as_bytes()),
+                    instance: Arc::from(format!("instance-{:04}", i % 200).as_bytes()),
+                })
+                .unwrap();
+            }
+            let exact = a.mem_sampled(usize::MAX);
+            assert_close(
+                a.mem_usage(),
+                exact,
+                if mixed { "mixed" } else { "uniform" },
+            );
+        }
     }
 }

@@ -177,12 +177,12 @@ impl<K: MapKey, V> DeadlineMap<K, V> {
     }
 
     /// Bytes of the map's own tables (not what keys and values point to): the hash table at its
-    /// real capacity, and the ordered index's B-tree nodes (about 2/3 full).
+    /// real capacity, and the ordered index's B-tree nodes (see [`btree_entry`]).
     pub fn table_bytes(&self) -> usize {
         hash_table_bytes(
             self.entries.capacity(),
             std::mem::size_of::<(K, (u64, V))>(),
-        ) + self.order.len() * std::mem::size_of::<(u64, K)>() * 3 / 2
+        ) + self.order.len() * btree_entry(std::mem::size_of::<(u64, K)>())
     }
 
     /// Entries in deadline order (ties by key): deterministic, for digests and replies.
@@ -194,6 +194,28 @@ impl<K: MapKey, V> DeadlineMap<K, V> {
     }
 }
 
+/// Heap bytes jemalloc (Redis's allocator) really spends on an `n`-byte allocation: its size
+/// class (multiples of 8 up to 8, of 16 up to 128, then four classes per doubling).
+pub fn heap(n: usize) -> usize {
+    match n {
+        0 => 0,
+        1..=8 => 8,
+        9..=128 => n.next_multiple_of(16),
+        _ => {
+            let log2 = (usize::BITS - 1 - (n - 1).leading_zeros()) as usize;
+            n.next_multiple_of(1 << (log2 - 2))
+        }
+    }
+}
+
+/// Bytes per entry of a `BTreeMap` whose key and value take `kv` bytes: nodes of 11 slots
+/// about 6/11 full (what ascending inserts and front removals leave), plus internal nodes
+/// (12 more edge pointers each) at about one per 6 leaves.
+pub fn btree_entry(kv: usize) -> usize {
+    let leaf = (8 + 11 * kv + 4).next_multiple_of(8);
+    heap(leaf) / 6 + heap(leaf + 12 * 8) / 36
+}
+
 /// Heap bytes of a hash table (std/hashbrown layout) that can hold `capacity` entries of
 /// `entry` bytes: a power-of-two number of buckets at most 7/8 full, one control byte each.
 pub fn hash_table_bytes(capacity: usize, entry: usize) -> usize {
@@ -202,6 +224,32 @@ pub fn hash_table_bytes(capacity: usize, entry: usize) -> usize {
     }
     let buckets = (capacity * 8).div_ceil(7).next_power_of_two();
     buckets * (entry + 1)
+}
+
+/// How many entries a memory estimate looks at. `MEMORY USAGE` must not walk a whole value
+/// (a million-job store would block the server for tens of ms), so, as Redis does for its own
+/// types, families count their tables from their capacities and the entries' own heap bytes as
+/// `len × the average of a sample` of at most this many entries.
+pub const MEM_SAMPLE: usize = 64;
+
+/// The heap bytes of `len` entries, estimated from the first `sample` of `items` (`bytes` of
+/// each): exact when `items` has no more than `sample` entries (`usize::MAX` walks them all).
+pub fn sampled<T>(
+    len: usize,
+    items: impl Iterator<Item = T>,
+    sample: usize,
+    mut bytes: impl FnMut(T) -> usize,
+) -> usize {
+    let (mut n, mut sum) = (0usize, 0usize);
+    for item in items.take(sample) {
+        n += 1;
+        sum = sum.saturating_add(bytes(item));
+    }
+    if n == 0 || n >= len {
+        return sum;
+    }
+    let scaled = sum as u128 * len as u128 / n as u128;
+    usize::try_from(scaled).unwrap_or(usize::MAX)
 }
 
 impl<K: MapKey> DeadlineMap<K, ()> {

@@ -621,6 +621,13 @@ pub fn create_timer(ctx: Ctx, delay_ms: u64, cb: TimerProc) -> u64 {
     unsafe { api!(RedisModule_CreateTimer)(ctx.0, delay_ms as i64, Some(cb), ptr::null_mut()) }
 }
 
+/// A timer whose callback receives `data` (a plain number, never dereferenced) as its data
+/// pointer.
+pub fn create_timer_with(ctx: Ctx, delay_ms: u64, cb: TimerProc, data: usize) -> u64 {
+    // SAFETY: the data pointer carries a number; the callback never dereferences it.
+    unsafe { api!(RedisModule_CreateTimer)(ctx.0, delay_ms as i64, Some(cb), data as *mut c_void) }
+}
+
 pub fn stop_timer(ctx: Ctx, id: u64) {
     // SAFETY: an unknown or already-fired id just answers ERR.
     unsafe { api!(RedisModule_StopTimer)(ctx.0, id, ptr::null_mut()) };

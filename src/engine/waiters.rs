@@ -10,6 +10,12 @@
 //! its client disconnecting, or its key becoming unusable (`fail_all`). Each path removes it
 //! from the queue first and then calls `RedisModule_UnblockClient`, which Redis requires for
 //! every blocked client.
+//!
+//! BLOCK timeouts are corral's own (a module timer per waiter, answering nil through the same
+//! unblock path), not Redis's: Redis 7.0 drops the reply of a module-blocked client that was
+//! unblocked (granted) and then timed out in the same event-loop iteration before its reply was
+//! sent — the client would hang forever while holding what it was granted. With Redis never
+//! timing our clients out, every waiter is answered by exactly the path that removed it.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -38,6 +44,8 @@ pub struct Queues {
     by_key: AHashMap<KeyRef, BTreeMap<Slot, Waiter>>,
     /// Where each blocked client waits, for timeouts and disconnects.
     by_client: AHashMap<usize, (KeyRef, Slot)>,
+    /// Where each waiter with a BLOCK timeout waits, by arrival number (its timer's data).
+    by_arrival: AHashMap<u64, (KeyRef, u64)>,
     next_id: u64,
 }
 
@@ -76,7 +84,8 @@ impl Queues {
             .collect()
     }
 
-    fn push(&mut self, key: &[u8], lane: u64, w: Waiter) {
+    /// Queues `w`; returns its arrival number.
+    fn push(&mut self, key: &[u8], lane: u64, w: Waiter, timed: bool) -> u64 {
         let id = (lane, self.next_id);
         self.next_id += 1;
         let k: KeyRef = match self.by_key.get_key_value(key) {
@@ -84,7 +93,11 @@ impl Queues {
             None => KeyRef::from(key),
         };
         self.by_client.insert(w.bc.id(), (k.clone(), id));
+        if timed {
+            self.by_arrival.insert(id.1, (k.clone(), lane));
+        }
         self.by_key.entry(k).or_default().insert(id, w);
+        id.1
     }
 
     fn remove(&mut self, key: &[u8], id: Slot) -> Option<Waiter> {
@@ -94,6 +107,7 @@ impl Queues {
             self.by_key.remove(key);
         }
         self.by_client.remove(&(w.bc.id()));
+        self.by_arrival.remove(&id.1);
         Some(w)
     }
 
@@ -106,19 +120,13 @@ impl Queues {
 /// Blocks the calling client in the key's queue until `serve` grants `request`, the timeout
 /// (ms, 0 = forever) passes, or the client disconnects.
 pub fn park<F: Primitive>(ctx: Ctx, key: &[u8], request: F::Request, timeout_ms: u64) -> Reply {
-    let Some(bc) = ffi::block_client(
-        ctx,
-        on_reply,
-        on_timeout,
-        on_free,
-        on_disconnect,
-        timeout_ms,
-    ) else {
+    // No Redis timeout (see the module docs): our own timer answers nil at the timeout.
+    let Some(bc) = ffi::block_client(ctx, on_reply, on_timeout, on_free, on_disconnect, 0) else {
         return Reply::Nil;
     };
     let lane = F::lane(&request);
-    state::with(|e| {
-        e.queues.push(
+    let arrival = state::with(|e| {
+        let arrival = e.queues.push(
             key,
             lane,
             Waiter {
@@ -126,11 +134,16 @@ pub fn park<F: Primitive>(ctx: Ctx, key: &[u8], request: F::Request, timeout_ms:
                 family: F::FAMILY,
                 request: Box::new(request),
             },
+            timeout_ms > 0,
         );
         let c = &mut e.counters[F::FAMILY.index()];
         c.waits += 1;
         c.waiting += 1;
+        arrival
     });
+    if timeout_ms > 0 {
+        ffi::create_timer_with(ctx, timeout_ms, on_wait_timeout, arrival as usize);
+    }
     Reply::Blocked
 }
 
@@ -228,6 +241,27 @@ unsafe extern "C" fn on_reply(
     ffi::raw::REDISMODULE_OK as c_int
 }
 
+/// A waiter's BLOCK timeout (`data` is its arrival number): if it still waits, it leaves its
+/// queue and is answered nil. A waiter that was served or left before is not there: no-op.
+unsafe extern "C" fn on_wait_timeout(_ctx: *mut ffi::raw::RedisModuleCtx, data: *mut c_void) {
+    let arrival = data as usize as u64;
+    contain("wait timeout", || {
+        let removed = state::with(|e| {
+            let (k, lane) = e.queues.by_arrival.get(&arrival)?.clone();
+            let w = e.queues.remove(&k, (lane, arrival))?;
+            let c = &mut e.counters[w.family.index()];
+            c.waiting -= 1;
+            c.timeouts += 1;
+            Some(w.bc)
+        });
+        if let Some(bc) = removed {
+            ffi::unblock_client(bc, Some(Box::new(Reply::Nil)));
+        }
+    });
+}
+
+/// Redis's own timeout of a blocked client: not used (waiters block without a Redis timeout),
+/// kept so that a timeout, were one to happen, still answers nil and frees the waiter.
 unsafe extern "C" fn on_timeout(
     ctx: *mut ffi::raw::RedisModuleCtx,
     _argv: *mut *mut ffi::raw::RedisModuleString,
