@@ -24,8 +24,11 @@ use crate::sem::Sem;
 use crate::slot::core::{Get, SlotEffect};
 use crate::slot::Pool;
 
+/// A fuzz target: any bytes in, a panic on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name its cargo-fuzz binary and corpus folder have.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("args", args),
     ("deadlines", deadlines),
     ("resv", resv),
