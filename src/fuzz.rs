@@ -576,7 +576,9 @@ pub fn job(data: &[u8]) {
                 }
             }
             5 => {
-                let token = input.bool().then(|| j.last_token() - input.below(3));
+                let token = input
+                    .bool()
+                    .then(|| j.last_token().saturating_sub(input.below(3)));
                 let value = input.bytes(8);
                 if let Ok(effects) = j.fulfill(id, value, token, now) {
                     run(&mut j, effects);
