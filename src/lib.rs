@@ -5,6 +5,8 @@
 
 pub mod alloc;
 pub mod engine;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod job;
 pub mod resv;
 pub mod sem;
@@ -14,7 +16,7 @@ use engine::{Ctx, Primitive};
 use redis_module::{Context, RedisString, Status};
 
 /// Registers every family's data type and commands, then the engine's own hooks.
-#[cfg_attr(test, allow(dead_code))]
+#[cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // SAFETY: the context Redis passed to RedisModule_OnLoad.
     let ctx = unsafe { Ctx::from_raw(ctx.ctx) };
@@ -33,15 +35,17 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     }
 }
 
-#[cfg_attr(test, allow(dead_code))]
+#[cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
 fn family<F: Primitive>(ctx: Ctx, commands: &[engine::CommandDef]) -> Result<(), String> {
     engine::register_family::<F>(ctx)?;
     engine::command::register(ctx, commands)
 }
 
 // Unit tests run the pure cores with the system allocator; the module itself allocates through
-// Redis (so MEMORY USAGE and maxmemory see corral's memory).
-#[cfg(not(test))]
+// Redis (so MEMORY USAGE and maxmemory see corral's memory). The `fuzzing` feature does the same
+// for an external program linking the rlib (scripts/fuzz): without it that program would get
+// RedisAlloc as its global allocator and abort, since no Redis is there to allocate.
+#[cfg(not(any(test, feature = "fuzzing")))]
 redis_module::redis_module! {
     name: "corral",
     version: 1,

@@ -492,6 +492,19 @@ impl<'de> Deserialize<'de> for Alloc {
             a.jobs.insert(job, inst.name.clone());
         }
         a.reindex();
+        // A corrupt value must not load with invariants that do not hold: one entry per
+        // instance name, heartbeats only for known, available instances.
+        if a.position.len() != a.instances.len() {
+            return Err(serde::de::Error::custom("an instance listed twice"));
+        }
+        if a.heartbeats
+            .iter()
+            .any(|(i, _, _)| a.is_available(i) != Some(true))
+        {
+            return Err(serde::de::Error::custom(
+                "a heartbeat of an unknown or unavailable instance",
+            ));
+        }
         Ok(a)
     }
 }
@@ -499,6 +512,28 @@ impl<'de> Deserialize<'de> for Alloc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (decode target): a stored value with a heartbeat for an instance it does
+    /// not list or lists as unavailable, or an instance listed twice, loaded and broke
+    /// rebuild/lapse.
+    #[test]
+    fn decode_rejects_inconsistent_values() {
+        let stored = |instances: Vec<(Id, bool)>, hb: &[u8]| {
+            let mut heartbeats = DeadlineMap::default();
+            heartbeats.insert(Arc::from(hb), 1100, ());
+            crate::engine::codec::encode(&Stored {
+                instances,
+                heartbeats,
+                jobs: vec![],
+            })
+        };
+        let i = |n: &[u8]| (Arc::from(n), true);
+        assert!(Alloc::decode(1, &stored(vec![i(b"i1")], b"i1")).is_some());
+        assert!(Alloc::decode(1, &stored(vec![i(b"iq")], b"i1")).is_none());
+        assert!(Alloc::decode(1, &stored(vec![i(b"i1"), i(b"i1")], b"i1")).is_none());
+        let down = (Arc::from(&b"i1"[..]), false);
+        assert!(Alloc::decode(1, &stored(vec![down], b"i1")).is_none());
+    }
 
     fn run(a: &mut Alloc, e: AllocEffect) {
         a.apply(&e).unwrap();

@@ -16,12 +16,41 @@ use crate::engine::{Effect, Effects, Event, Family, Primitive, Reply};
 pub type Holder = Arc<[u8]>;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Stored")]
 pub struct Sem {
     holders: DeadlineMap<Holder, Permit>,
     /// Permits held, summed over `holders` (kept so admission is O(1)).
     in_use: u64,
     /// Highest token ever issued for this key.
     last_token: u64,
+}
+
+/// The serialized form of `Sem` (its fields, in order). Loading refuses a value whose permit
+/// count is not the sum of its holders' permits: releasing would underflow it.
+#[derive(Deserialize)]
+struct Stored {
+    holders: DeadlineMap<Holder, Permit>,
+    in_use: u64,
+    last_token: u64,
+}
+
+impl TryFrom<Stored> for Sem {
+    type Error = &'static str;
+
+    fn try_from(s: Stored) -> Result<Self, Self::Error> {
+        let sum = s
+            .holders
+            .iter()
+            .try_fold(0u64, |sum, (_, _, p)| sum.checked_add(u64::from(p.permits)));
+        if sum != Some(s.in_use) {
+            return Err("permits in use are not the holders' permits");
+        }
+        Ok(Sem {
+            holders: s.holders,
+            in_use: s.in_use,
+            last_token: s.last_token,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -270,6 +299,25 @@ impl Sem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (decode target): a stored value whose permit count was below its
+    /// holders' permits loaded, and releasing a holder then underflowed the count (a panic, or
+    /// with wrapping arithmetic a semaphore that looks full for good).
+    #[test]
+    fn decode_rejects_wrong_permit_count() {
+        let mut s = Sem::default();
+        s.apply(&SemEffect::Grant {
+            holder: Arc::from(&b"a"[..]),
+            permits: 2,
+            deadline: 100,
+            token: 1,
+        })
+        .unwrap();
+        let good = crate::engine::codec::encode(&s);
+        assert_eq!(Sem::decode(1, &good), Some(s.clone()));
+        s.in_use = 1;
+        assert_eq!(Sem::decode(1, &crate::engine::codec::encode(&s)), None);
+    }
 
     fn acq(holder: &str, capacity: u64, permits: u32, ttl: u64) -> Acquire {
         Acquire {
