@@ -238,8 +238,9 @@ fn check<F: Primitive + PartialEq + Debug>(state: &F, now: u64) {
     // RDB: the value reads back equal.
     let bytes = codec::encode(state);
     assert_eq!(F::decode(F::ENCODING_VERSION, &bytes).as_ref(), Some(state));
-    // AOF rewrite: the effects rebuild the value (the key's last token aside, which only
-    // matters while the key exists and is covered by the time component of new tokens).
+    // AOF rewrite: the effects rebuild the value (the key's last token aside: families rebuild
+    // it where it can exceed their leases' tokens — SEM, SLOT, JOB — but a value loaded from
+    // arbitrary bytes may be inconsistent; new tokens also carry the time component).
     let mut copy = F::default();
     for e in state.rebuild() {
         copy.apply(&e).expect("a rebuild effect applies"); // ok: a fuzz target panics on a bug; never built into the module

@@ -77,6 +77,10 @@ pub enum SemEffect {
     Lapse {
         holder: Holder,
     },
+    /// The key's last token (AOF rewrite: the holder that had it may be gone).
+    LastToken {
+        token: u64,
+    },
 }
 
 impl Effect for SemEffect {
@@ -86,6 +90,7 @@ impl Effect for SemEffect {
             SemEffect::Renew { .. } => Event::Renew,
             SemEffect::Release { .. } => Event::Release,
             SemEffect::Lapse { .. } => Event::Lapse,
+            SemEffect::LastToken { .. } => Event::Other,
         }
     }
 }
@@ -207,6 +212,7 @@ impl Primitive for Sem {
                 }
             }
             SemEffect::Release { holder } | SemEffect::Lapse { holder } => self.remove(holder)?,
+            SemEffect::LastToken { token } => self.last_token = self.last_token.max(*token),
         }
         Ok(())
     }
@@ -265,7 +271,8 @@ impl Primitive for Sem {
     }
 
     fn rebuild(&self) -> Vec<SemEffect> {
-        self.holders
+        let mut out: Vec<SemEffect> = self
+            .holders
             .iter()
             .map(|(h, deadline, p)| SemEffect::Grant {
                 holder: h.clone(),
@@ -273,7 +280,11 @@ impl Primitive for Sem {
                 deadline,
                 token: p.token,
             })
-            .collect()
+            .collect();
+        out.push(SemEffect::LastToken {
+            token: self.last_token,
+        });
+        out
     }
 
     fn mem_usage(&self) -> usize {
