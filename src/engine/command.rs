@@ -140,14 +140,21 @@ pub fn register(ctx: Ctx, table: &[CommandDef]) -> Result<(), String> {
     Ok(())
 }
 
-/// A string that lives for the rest of the process (command metadata is read by Redis later).
-fn leak(s: &str) -> *const c_char {
-    let c = CString::new(s).unwrap_or_default();
-    c.into_raw()
-}
+/// The C strings of one command's metadata. RedisModule_SetCommandInfo copies everything it is
+/// given, so they only need to live until it returns (they were once leaked: valgrind showed
+/// them as definitely lost, since Redis keeps no pointer to them).
+#[derive(Default)]
+struct CStrings(Vec<CString>);
 
-fn leak_slice<T>(v: Vec<T>) -> *mut T {
-    Box::leak(v.into_boxed_slice()).as_mut_ptr()
+impl CStrings {
+    /// `s` as a C string that lives as long as `self`.
+    fn add(&mut self, s: &str) -> *const c_char {
+        let c = CString::new(s).unwrap_or_default();
+        // The heap buffer does not move when the CString moves into the Vec.
+        let p = c.as_ptr();
+        self.0.push(c);
+        p
+    }
 }
 
 /// Fills `COMMAND INFO`/`COMMAND DOCS` through RedisModule_SetCommandInfo (Redis ≥ 7.0).
@@ -175,9 +182,12 @@ fn document(ctx: Ctx, name: &CString, def: &CommandDef) -> Result<(), &'static s
     spec.fk.range.lastkey = 0;
     spec.fk.range.keystep = 1;
     spec.fk.range.limit = 0;
-    let specs = leak_slice(vec![spec, unsafe { std::mem::zeroed() }]);
+    // SAFETY: zeroed terminator entry.
+    let mut specs = [spec, unsafe { std::mem::zeroed() }];
+    let mut strings = CStrings::default();
 
     let mut args = vec![arg(
+        &mut strings,
         "key",
         raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
         None,
@@ -189,42 +199,49 @@ fn document(ctx: Ctx, name: &CString, def: &CommandDef) -> Result<(), &'static s
         let opt = REDISMODULE_CMD_ARG_OPTIONAL as c_int;
         args.push(match *a {
             Arg::Str(n) => arg(
+                &mut strings,
                 n,
                 RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
                 None,
                 0,
             ),
             Arg::Int(n) => arg(
+                &mut strings,
                 n,
                 RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
                 None,
                 0,
             ),
             Arg::OptInt(t, n) => arg(
+                &mut strings,
                 n,
                 RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
                 Some(t),
                 opt,
             ),
             Arg::OptStr(t, n) => arg(
+                &mut strings,
                 n,
                 RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
                 Some(t),
                 opt,
             ),
             Arg::Flag(t) => arg(
+                &mut strings,
                 &t.to_ascii_lowercase(),
                 RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
                 Some(t),
                 opt,
             ),
             Arg::Many(n) => arg(
+                &mut strings,
                 n,
                 RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
                 None,
                 REDISMODULE_CMD_ARG_MULTIPLE as c_int,
             ),
             Arg::OptMany(n) => arg(
+                &mut strings,
                 n,
                 RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
                 None,
@@ -235,28 +252,30 @@ fn document(ctx: Ctx, name: &CString, def: &CommandDef) -> Result<(), &'static s
     // SAFETY: zeroed terminator entry.
     args.push(unsafe { std::mem::zeroed() });
 
-    let version = Box::leak(Box::new(raw::RedisModuleCommandInfoVersion {
+    let mut version = raw::RedisModuleCommandInfoVersion {
         version: 1,
         sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
         sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
         sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
-    }));
+    };
     // SAFETY: zeroed = all optional fields absent.
     let mut info: raw::RedisModuleCommandInfo = unsafe { std::mem::zeroed() };
-    info.version = version;
-    info.summary = leak(def.summary);
-    info.complexity = leak(def.complexity);
-    info.since = leak(def.since);
+    info.version = &mut version;
+    info.summary = strings.add(def.summary);
+    info.complexity = strings.add(def.complexity);
+    info.since = strings.add(def.since);
     info.arity = def.arity;
-    info.key_specs = specs;
-    info.args = leak_slice(args);
-    // SAFETY: every pointer in `info` is leaked, so it outlives Redis's use of it.
+    info.key_specs = specs.as_mut_ptr();
+    info.args = args.as_mut_ptr();
+    // SAFETY: every pointer in `info` (version, specs, args, strings) points into locals that
+    // live until after this call; SetCommandInfo copies what it keeps.
     let ok = unsafe { set(cmd, &info) } == raw::REDISMODULE_OK as c_int;
     ok.then_some(())
         .ok_or("SetCommandInfo refused the metadata")
 }
 
 fn arg(
+    strings: &mut CStrings,
     name: &str,
     ty: raw::RedisModuleCommandArgType,
     token: Option<&str>,
@@ -264,10 +283,10 @@ fn arg(
 ) -> raw::RedisModuleCommandArg {
     // SAFETY: zeroed = optional fields absent.
     let mut a: raw::RedisModuleCommandArg = unsafe { std::mem::zeroed() };
-    a.name = leak(name);
+    a.name = strings.add(name);
     a.type_ = ty;
     a.key_spec_index = -1;
-    a.token = token.map_or(std::ptr::null(), leak);
+    a.token = token.map_or(std::ptr::null(), |t| strings.add(t));
     a.flags = flags;
     a
 }

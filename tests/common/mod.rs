@@ -27,6 +27,11 @@
 //! - `CORRAL_MODULE`: path of the module `.so` to load (default: the one cargo built).
 //! - `REDIS_SERVER`: the `redis-server` binary (default: `redis-server` on PATH).
 //! - `CORRAL_KEEP_TEST_DIRS`: if set, temp dirs are kept (and their paths printed).
+//! - `CORRAL_START_TIMEOUT_SECS`: how long a spawned server gets to answer PING (default 10;
+//!   `scripts/leaks` raises it for servers under valgrind).
+//! - `CORRAL_GRACEFUL_STOP`: if set, dropping a server sends SIGTERM and waits up to 120 s for
+//!   it to exit before the SIGKILL, so a server under valgrind writes its leak report
+//!   (`scripts/leaks` sets it). Unset (the default), drop SIGKILLs at once.
 //!
 //! Client helpers the test files share (`int`, `error_of`, `digest`, reply parsing,
 //! `rewrite_aof`, `raw_command`) live in [`client`].
@@ -43,8 +48,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// How long a freshly spawned server gets to answer PING.
-pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a freshly spawned server gets to answer PING: `$CORRAL_START_TIMEOUT_SECS`, else 10 s.
+pub fn start_timeout() -> Duration {
+    let secs = std::env::var("CORRAL_START_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    Duration::from_secs(secs)
+}
+/// With `CORRAL_GRACEFUL_STOP` set: how long a dropped server gets to exit after SIGTERM.
+const GRACEFUL_STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long loading a dataset, a replica's initial sync, catching up
 /// ([`Server::sync_replica`]) or a graceful shutdown may take.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(20);
@@ -183,7 +196,7 @@ impl ServerOptions {
 }
 
 /// A `redis-server` child process with its own port and temp dir. Dropping it
-/// SIGKILLs the process and removes the dir.
+/// SIGKILLs the process (SIGTERM first with `CORRAL_GRACEFUL_STOP`) and removes the dir.
 pub struct Server {
     child: Mutex<Option<Child>>,
     port: u16,
@@ -480,9 +493,24 @@ impl Server {
         }
     }
 
+    /// SIGTERM, then waits up to [`GRACEFUL_STOP_TIMEOUT`] for the exit (SIGKILL after that).
+    fn stop_gracefully(&mut self) {
+        if let Some(child) = self.child.get_mut().unwrap().as_mut() {
+            if let Ok(None) = child.try_wait() {
+                // SAFETY: kill(2) on our own child, which has not been reaped yet.
+                unsafe { kill(child.id() as i32, SIGTERM) };
+                let deadline = Instant::now() + GRACEFUL_STOP_TIMEOUT;
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        self.kill9();
+    }
+
     /// Starts again on the same port; retries briefly if the port is taken.
     fn respawn_same_port(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + start_timeout();
         loop {
             match self.spawn_and_wait() {
                 Ok(()) => return,
@@ -596,7 +624,8 @@ impl Server {
         *self.child.get_mut().unwrap() = Some(child);
 
         // 1. Our process answers PING.
-        let deadline = Instant::now() + START_TIMEOUT;
+        let start_timeout = start_timeout();
+        let deadline = Instant::now() + start_timeout;
         loop {
             if let Some(status) = self.exit_status() {
                 self.kill9(); // reap
@@ -614,7 +643,7 @@ impl Server {
             if Instant::now() >= deadline {
                 self.kill9();
                 panic!(
-                    "redis-server did not answer PING on port {} within {START_TIMEOUT:?}\n{}",
+                    "redis-server did not answer PING on port {} within {start_timeout:?}\n{}",
                     self.port,
                     self.tail_for_panic()
                 );
@@ -690,7 +719,11 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let state = self.state();
-        self.kill9();
+        if std::env::var_os("CORRAL_GRACEFUL_STOP").is_some() {
+            self.stop_gracefully();
+        } else {
+            self.kill9();
+        }
         if std::thread::panicking() && !self.log_shown.load(Ordering::Relaxed) {
             eprintln!(
                 "redis-server on port {} (dir {}) {state}\n{}",
