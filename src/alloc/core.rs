@@ -397,6 +397,10 @@ impl Primitive for Alloc {
         out
     }
 
+    fn free_effort(&self) -> usize {
+        self.jobs.len() + self.instances.len()
+    }
+
     fn mem_usage(&self) -> usize {
         self.mem_sampled(MEM_SAMPLE)
     }

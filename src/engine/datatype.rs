@@ -44,7 +44,7 @@ pub fn create<F: Primitive>(ctx: Ctx) -> Result<(), String> {
         aux_save: None,
         aux_save2: None,
         aux_save_triggers: 0,
-        free_effort: None,
+        free_effort: Some(free_effort::<F>),
         unlink: Some(unlink::<F>),
         copy: Some(copy::<F>),
         defrag: None,
@@ -176,6 +176,18 @@ unsafe extern "C" fn unlink<F: Primitive>(key: *mut raw::RedisModuleString, v: *
     });
 }
 
+unsafe extern "C" fn free_effort<F: Primitive>(
+    _key: *mut raw::RedisModuleString,
+    v: *const c_void,
+) -> usize {
+    contain("free_effort", || {
+        value::<F>(v as *mut c_void).map_or(1, F::free_effort)
+    })
+    .unwrap_or(1)
+}
+
+/// Frees a value; on a lazy-free thread for values with a large `free_effort`. Touches nothing
+/// but the value (all of whose shared parts are `Arc`s).
 unsafe extern "C" fn free<F: Primitive>(v: *mut c_void) {
     // May run on a lazy-free thread: touches nothing but the value.
     if !v.is_null() {

@@ -160,6 +160,13 @@ pub trait Primitive: Default + Clone + Serialize + DeserializeOwned + 'static {
     /// are absolute, so the rebuilt value is equal to this one.
     fn rebuild(&self) -> Vec<Self::Effect>;
 
+    /// Roughly how many allocations freeing this value takes. Above Redis's lazy-free threshold
+    /// (64), UNLINK — and DEL, expiry, eviction with the `lazyfree-lazy-*` options — frees the
+    /// value on a background thread, so dropping a huge key does not stall the server.
+    fn free_effort(&self) -> usize {
+        1
+    }
+
     /// Approximate heap bytes (MEMORY USAGE).
     fn mem_usage(&self) -> usize;
 

@@ -935,6 +935,10 @@ impl Primitive for Jobs {
         out
     }
 
+    fn free_effort(&self) -> usize {
+        self.job_count()
+    }
+
     fn mem_usage(&self) -> usize {
         self.mem_sampled(MEM_SAMPLE)
     }

@@ -287,6 +287,10 @@ impl Primitive for Sem {
         out
     }
 
+    fn free_effort(&self) -> usize {
+        self.holders.len()
+    }
+
     fn mem_usage(&self) -> usize {
         self.mem_sampled(MEM_SAMPLE)
     }
