@@ -516,6 +516,7 @@ impl<'de> Deserialize<'de> for Alloc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::deadlines::assert_close;
 
     /// Found by fuzzing (decode target): a stored value with a heartbeat for an instance it does
     /// not list or lists as unavailable, or an instance listed twice, loaded and broke
@@ -681,15 +682,6 @@ mod tests {
         }
         assert_eq!(rebuilt, a);
         assert_eq!(rebuilt.jobs_of(b"i1"), a.jobs_of(b"i1"));
-    }
-
-    /// The sampled estimate is within 10% of the walk over every entry.
-    fn assert_close(estimate: usize, exact: usize, what: &str) {
-        let diff = estimate.abs_diff(exact);
-        assert!(
-            diff * 10 <= exact,
-            "{what}: estimate {estimate} vs exact {exact} bytes"
-        );
     }
 
     /// MEMORY USAGE samples at most MEM_SAMPLE entries per table; on ids of uniform (and of

@@ -234,6 +234,17 @@ pub const MEM_SAMPLE: usize = 64;
 
 /// The heap bytes of `len` entries, estimated from the first `sample` of `items` (`bytes` of
 /// each): exact when `items` has no more than `sample` entries (`usize::MAX` walks them all).
+/// Test helper for the families' `mem_usage`: a sampled estimate is within 10% of the exact
+/// walk over every entry.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn assert_close(estimate: usize, exact: usize, what: &str) {
+    let diff = estimate.abs_diff(exact);
+    assert!(
+        diff * 10 <= exact,
+        "{what}: estimate {estimate} vs exact {exact} bytes"
+    );
+}
+
 pub fn sampled<T>(
     len: usize,
     items: impl Iterator<Item = T>,

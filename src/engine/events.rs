@@ -48,29 +48,34 @@ unsafe extern "C" fn on_keyspace(
 }
 
 fn on_key_event(ctx: Ctx, event: &[u8], key: ffi::RStr) {
-    let name = key.bytes();
-    let k = key_bytes(ctx.selected_db(), name);
+    // This runs for every generic event of every key in the server (e.g. the `expire` of each
+    // `SET … EX`): decide from the event name before touching anything.
+    let gone = matches!(
+        event,
+        b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from"
+    );
+    let appeared = matches!(event, b"rename_to" | b"move_to" | b"copy_to" | b"restore");
+    if !gone && !appeared {
+        return;
+    }
     if event == b"expired" || event == b"evicted" {
         announce_lapses(ctx, key);
     }
-    match event {
+    let k = key_bytes(ctx.selected_db(), key.bytes());
+    if gone {
         // The key is gone: what it held is free. Forget its deadline; if clients wait on it,
         // serve them (against an empty key) as soon as possible.
-        b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from" => {
-            let waiting = state::with(|e| {
-                e.schedule.remove(&k[..]);
-                e.queues.is_waiting(&k)
-            });
-            if waiting {
-                scheduler::check_soon(ctx, KeyRef::from(&k[..]));
-            }
-        }
-        // A key appeared under this name with whatever leases it carries: look at it now, which
-        // schedules its real deadline (and serves any waiters already queued on this name).
-        b"rename_to" | b"move_to" | b"copy_to" | b"restore" => {
+        let waiting = state::with(|e| {
+            e.schedule.remove(&k[..]);
+            e.queues.is_waiting(&k)
+        });
+        if waiting {
             scheduler::check_soon(ctx, KeyRef::from(&k[..]));
         }
-        _ => {}
+    } else {
+        // A key appeared under this name with whatever leases it carries: look at it now, which
+        // schedules its real deadline (and serves any waiters already queued on this name).
+        scheduler::check_soon(ctx, KeyRef::from(&k[..]));
     }
 }
 

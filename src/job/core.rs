@@ -984,6 +984,7 @@ impl Jobs {
 mod tests {
     use super::*;
     use crate::engine::codec;
+    use crate::engine::deadlines::assert_close;
 
     /// Asserts that the derived indexes match the tables.
     fn check(j: &Jobs) {
@@ -1674,15 +1675,6 @@ mod tests {
         assert_eq!(copy, j);
         let back: Jobs = codec::decode(&codec::encode(&j)).unwrap();
         assert_eq!(back, j);
-    }
-
-    /// The sampled estimate is within 10% of the walk over every entry.
-    fn assert_close(estimate: usize, exact: usize, what: &str) {
-        let diff = estimate.abs_diff(exact);
-        assert!(
-            diff * 10 <= exact,
-            "{what}: estimate {estimate} vs exact {exact} bytes"
-        );
     }
 
     /// MEMORY USAGE samples at most MEM_SAMPLE jobs per table; on jobs of uniform (and of

@@ -314,6 +314,7 @@ impl Sem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::deadlines::assert_close;
 
     /// Found by fuzzing (decode target): a stored value whose permit count was below its
     /// holders' permits loaded, and releasing a holder then underflowed the count (a panic, or
@@ -474,15 +475,6 @@ mod tests {
             assert_eq!(sum, s.count_at(now));
             assert!(sum <= 10);
         }
-    }
-
-    /// The sampled estimate is within 10% of the walk over every entry.
-    fn assert_close(estimate: usize, exact: usize, what: &str) {
-        let diff = estimate.abs_diff(exact);
-        assert!(
-            diff * 10 <= exact,
-            "{what}: estimate {estimate} vs exact {exact} bytes"
-        );
     }
 
     /// MEMORY USAGE samples at most MEM_SAMPLE holders; on holders of uniform (and of mixed)

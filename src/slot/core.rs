@@ -555,6 +555,7 @@ impl<'de> Deserialize<'de> for Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::deadlines::assert_close;
 
     fn get() -> Get {
         Get::default()
@@ -902,15 +903,6 @@ mod tests {
         put(&mut p, 0);
         put(&mut p, 1);
         assert!(p.is_empty());
-    }
-
-    /// The sampled estimate is within 10% of the walk over every entry.
-    fn assert_close(estimate: usize, exact: usize, what: &str) {
-        let diff = estimate.abs_diff(exact);
-        assert!(
-            diff * 10 <= exact,
-            "{what}: estimate {estimate} vs exact {exact} bytes"
-        );
     }
 
     /// MEMORY USAGE samples at most MEM_SAMPLE holders; on holders of uniform (and of mixed)
