@@ -156,16 +156,19 @@ impl<K: MapKey, V> DeadlineMap<K, V> {
         self.order.last().map(|(at, _)| *at)
     }
 
+    /// Removes and returns the key of the earliest entry if its deadline is ≤ `now`.
+    pub fn pop_first_due(&mut self, now: u64) -> Option<K> {
+        if self.order.first().is_none_or(|(at, _)| *at > now) {
+            return None;
+        }
+        let (_, k) = self.order.pop_first()?;
+        self.entries.remove(&k);
+        Some(k)
+    }
+
     /// Removes and returns the keys of every entry whose deadline is ≤ `now`, earliest first.
     pub fn pop_due(&mut self, now: u64) -> Vec<K> {
-        let mut due = Vec::new();
-        while self.order.first().is_some_and(|(at, _)| *at <= now) {
-            if let Some((_, k)) = self.order.pop_first() {
-                self.entries.remove(&k);
-                due.push(k);
-            }
-        }
-        due
+        std::iter::from_fn(|| self.pop_first_due(now)).collect()
     }
 
     /// Keys of the entries whose deadline is ≤ `now`, earliest first, without removing them.

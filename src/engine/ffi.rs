@@ -106,6 +106,13 @@ pub fn now_ms() -> u64 {
     ms.max(0) as u64
 }
 
+/// Reports `ms` spent in `event` to Redis's latency monitor (`LATENCY LATEST`, `LATENCY
+/// HISTORY <event>`), which keeps it only when it reaches `latency-monitor-threshold`.
+pub fn latency_sample(event: &CStr, ms: u64) {
+    // SAFETY: event is a NUL-terminated string that Redis copies if it keeps the sample.
+    unsafe { api!(RedisModule_LatencyAddSample)(event.as_ptr(), ms.min(i64::MAX as u64) as i64) };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Strings
 
