@@ -11,6 +11,8 @@ pub struct Args<'a> {
     items: &'a [&'a [u8]],
     pos: usize,
     command: &'static str,
+    /// The option keyword just read, until its value is: a missing value is named after it.
+    option_awaiting_value: Option<&'static str>,
 }
 
 impl<'a> Args<'a> {
@@ -20,6 +22,7 @@ impl<'a> Args<'a> {
             items,
             pos: 0,
             command,
+            option_awaiting_value: None,
         }
     }
 
@@ -29,7 +32,16 @@ impl<'a> Args<'a> {
 
     /// The next argument, whatever its bytes (holders and values are binary-safe).
     pub fn bytes(&mut self) -> Result<&'a [u8], Error> {
-        let item = self.items.get(self.pos).ok_or(Error::Arity)?;
+        let option = self.option_awaiting_value.take();
+        let Some(item) = self.items.get(self.pos) else {
+            return Err(match option {
+                Some(name) => Error::msg(format!(
+                    "ERR option {name} of {} needs a value",
+                    self.command
+                )),
+                None => Error::Arity,
+            });
+        };
         self.pos += 1;
         Ok(item)
     }
@@ -86,18 +98,19 @@ impl<'a> Args<'a> {
             return Ok(None);
         };
         self.pos += 1;
-        known
+        let found = known
             .iter()
             .find(|k| k.as_bytes().eq_ignore_ascii_case(word))
-            .map(|k| Some(*k))
-            .ok_or_else(|| {
-                Error::msg(format!(
-                    "ERR unknown option '{}' for {} (expected one of: {})",
-                    show(word),
-                    self.command,
-                    known.join(", ")
-                ))
-            })
+            .copied();
+        self.option_awaiting_value = found;
+        found.map(Some).ok_or_else(|| {
+            Error::msg(format!(
+                "ERR unknown option '{}' for {} (expected one of: {})",
+                show(word),
+                self.command,
+                known.join(", ")
+            ))
+        })
     }
 
     /// Fails unless every argument was consumed.
@@ -208,6 +221,25 @@ mod tests {
         let e = a.option(&["BLOCK"]).unwrap_err();
         assert!(matches!(&e, Error::Msg(m) if m.contains("\\xffjunk") && m.contains("T.CMD")));
         assert_eq!(args(&[]).option(&["BLOCK"]), Ok(None));
+    }
+
+    #[test]
+    fn a_missing_option_value_is_named() {
+        let v: [&[u8]; 1] = [b"permits"];
+        let mut a = args(&v);
+        assert_eq!(a.option(&["PERMITS"]), Ok(Some("PERMITS")));
+        let e = a.uint("PERMITS", 1, 10).unwrap_err();
+        assert_eq!(
+            e,
+            Error::msg("ERR option PERMITS of T.CMD needs a value".to_string())
+        );
+        // A flag (no value) followed by the end is fine; a later missing argument is arity.
+        let v: [&[u8]; 1] = [b"permits"];
+        let mut a = args(&v);
+        assert_eq!(a.option(&["PERMITS"]), Ok(Some("PERMITS")));
+        assert_eq!(a.option(&["PERMITS"]), Ok(None));
+        let mut a = args(&[]);
+        assert_eq!(a.bytes(), Err(Error::Arity));
     }
 
     #[test]
