@@ -4,8 +4,13 @@
 //! It measures each command family against what people use today (plain Redis commands,
 //! the Lua scripts of lock libraries), against real `redis-server` processes started by the
 //! integration-test harness (`tests/common/mod.rs`), and prints one Markdown table on stdout.
-//! The same table goes to `target/bench/results.md`, and the rows as JSON to
-//! `target/bench/results.json`. Progress goes to stderr.
+//! The same table goes to `target/bench/results.md`, the rows as JSON to
+//! `target/bench/results.json`, and charts of them to `target/bench/*.svg` ([`chart`]:
+//! `versus.svg`, corral against native commands and Lua scripts; `scale-<family>.svg`, each
+//! family's cost against scale). Progress goes to stderr.
+//!
+//! `--publish` (`scripts/bench --publish`, only without filters) also writes those files
+//! to `scripts/bench-results/`, which is committed, so README.md can show them.
 //!
 //! The program always exits 0 once the report is written: it is a report, not a test. A row
 //! whose target is missed says **MISS** in the table (and `"pass": false` in the JSON).
@@ -14,7 +19,9 @@
 //! - [`SECTIONS`]: every measurement, by name. `scripts/bench resv` runs only the sections
 //!   whose name contains `resv`. **A new family adds its sections here** and a module like
 //!   [`resv`] below.
-//! - [`report`]: the rows, the targets, the Markdown and JSON output.
+//! - [`report`]: the rows, the targets, the Markdown and JSON output. A row may also carry a
+//!   [`report::Plot`]: its place, and its numbers, in the charts.
+//! - [`chart`] (`scripts/bench_chart.rs`): the SVG charts drawn from those rows.
 //! - [`resp`]: a tiny raw RESP client (pre-encoded pipelines, thousands of sockets).
 //! - [`util`]: helpers shared by the sections (workloads measured by `INFO commandstats`,
 //!   bulk pipelines, waiter threads, percentiles, INFO parsing).
@@ -23,8 +30,11 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+#[path = "bench_chart.rs"]
+mod chart;
+
 use std::panic::{self, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use report::{Meta, Report, Row};
@@ -130,6 +140,15 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .map(|a| a.to_lowercase())
         .collect();
+    let publish = std::env::args().any(|a| a == "--publish");
+    if publish && !filters.is_empty() {
+        eprintln!(
+            "bench: --publish writes the committed results in {}: it takes a run of every \
+             section, so no filters ({filters:?})",
+            publish_dir().display()
+        );
+        std::process::exit(2);
+    }
     let selected: Vec<&Section> = SECTIONS
         .iter()
         .filter(|s| filters.is_empty() || filters.iter().any(|f| s.name.contains(f.as_str())))
@@ -178,19 +197,59 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let markdown = report.markdown();
+    let charts = chart::all(report.rows(), report.meta());
+    let markdown = report.markdown() + &chart::markdown(&charts);
     print!("{markdown}");
-    let dir = results_dir();
-    let written = std::fs::create_dir_all(&dir)
-        .and_then(|_| std::fs::write(dir.join("results.md"), &markdown))
-        .and_then(|_| std::fs::write(dir.join("results.json"), report.json()));
-    match written {
-        Ok(()) => eprintln!(
-            "bench: wrote {} and results.json",
-            dir.join("results.md").display()
-        ),
-        Err(e) => eprintln!("bench: could not write results to {}: {e}", dir.display()),
+    let json = report.json();
+    let mut dirs = vec![results_dir()];
+    if publish {
+        dirs.push(publish_dir());
     }
+    for dir in dirs {
+        match write_results(&dir, &markdown, &json, &charts) {
+            Ok(()) => {
+                let svgs: Vec<&str> = charts.iter().map(|c| c.file.as_str()).collect();
+                eprintln!(
+                    "bench: wrote {}, results.json and {}",
+                    dir.join("results.md").display(),
+                    svgs.join(", ")
+                )
+            }
+            Err(e) => eprintln!("bench: could not write results to {}: {e}", dir.display()),
+        }
+    }
+}
+
+/// Writes results.md, results.json and the charts into `dir`, and removes the charts (any
+/// `*.svg`) an earlier run left there that this run did not draw.
+fn write_results(
+    dir: &Path,
+    markdown: &str,
+    json: &str,
+    charts: &[chart::Chart],
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let is_svg = path.extension().is_some_and(|e| e == "svg");
+        let drawn = charts
+            .iter()
+            .any(|c| path.file_name() == Some(c.file.as_ref()));
+        if is_svg && !drawn {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    std::fs::write(dir.join("results.md"), markdown)?;
+    std::fs::write(dir.join("results.json"), json)?;
+    for c in charts {
+        std::fs::write(dir.join(&c.file), &c.svg)?;
+    }
+    Ok(())
+}
+
+/// `scripts/bench-results/` in the repo: where `--publish` puts the results, committed.
+fn publish_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench-results")
 }
 
 /// `<target dir>/bench`: `$CARGO_TARGET_DIR` if set, else the repo's `target/`.
@@ -240,6 +299,49 @@ mod report {
         /// What the value is compared with, and its value (same unit).
         pub baseline: Option<(String, f64)>,
         pub target: Target,
+        /// Where the row shows in the charts ([`super::chart`]); `None`: the table only.
+        pub plot: Option<Plot>,
+    }
+
+    /// What kind of baseline a bar of the "corral vs native commands vs Lua scripts" chart
+    /// is.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub enum Kind {
+        /// Plain Redis commands and types.
+        Native,
+        /// A Lua script, as a library sends it (`EVALSHA`).
+        Lua,
+    }
+
+    /// A row's place in the charts, with the numbers it contributes (server time, µs).
+    #[derive(Clone, Debug)]
+    pub enum Plot {
+        /// In "corral vs native commands vs Lua scripts": corral's time for `op` against a
+        /// baseline's. Rows with the same `op` share one bar group.
+        Versus {
+            op: String,
+            corral_us: f64,
+            kind: Kind,
+            /// The baseline's bar label: what it runs.
+            baseline: String,
+            baseline_us: f64,
+        },
+        /// In the family's "cost against scale" chart: `op`'s time at two scales. Rows with
+        /// the same `op` share one bar group (a scale given twice is drawn once).
+        Scale {
+            op: String,
+            /// A plain-Redis reference measured the same way, not a corral command.
+            reference: bool,
+            points: [Point; 2],
+        },
+    }
+
+    /// One measured scale: its label ("100,000 holders"), its size (orders the bars), µs.
+    #[derive(Clone, Debug)]
+    pub struct Point {
+        pub scale: String,
+        pub n: f64,
+        pub us: f64,
     }
 
     impl Row {
@@ -252,6 +354,7 @@ mod report {
                 unit: unit.to_string(),
                 baseline: None,
                 target: Target::None,
+                plot: None,
             }
         }
 
@@ -271,6 +374,67 @@ mod report {
 
         pub fn target(mut self, target: Target) -> Row {
             self.target = target;
+            self
+        }
+
+        /// The value and the baseline's, for a chart: both must be there and in µs.
+        fn us_pair(&self) -> (f64, f64) {
+            match (&self.value, &self.baseline) {
+                (Value::Num(v), Some((_, b))) if self.unit == "us" => (*v, *b),
+                _ => panic!("row {:?}: charts take µs rows with a baseline", self.name),
+            }
+        }
+
+        /// Charts the row in "corral vs native commands vs Lua scripts", in `op`'s bar
+        /// group: the value is corral's, the baseline a `kind` one whose bar says `label`.
+        pub fn versus(mut self, op: &str, kind: Kind, label: &str) -> Row {
+            let (corral_us, baseline_us) = self.us_pair();
+            self.plot = Some(Plot::Versus {
+                op: op.to_string(),
+                corral_us,
+                kind,
+                baseline: label.to_string(),
+                baseline_us,
+            });
+            self
+        }
+
+        /// [`Row::versus`] for a row the other way round: its value is the `kind`
+        /// baseline's, its baseline corral's.
+        pub fn versus_swapped(mut self, op: &str, kind: Kind, label: &str) -> Row {
+            let (baseline_us, corral_us) = self.us_pair();
+            self.plot = Some(Plot::Versus {
+                op: op.to_string(),
+                corral_us,
+                kind,
+                baseline: label.to_string(),
+                baseline_us,
+            });
+            self
+        }
+
+        /// Charts the row in its family's "cost against scale": `op` measured at `at` (the
+        /// value) and at `from` (the baseline), each a (label, size).
+        pub fn scale(mut self, op: &str, at: (&str, f64), from: (&str, f64)) -> Row {
+            let (us, from_us) = self.us_pair();
+            let point = |(scale, n): (&str, f64), us| Point {
+                scale: scale.to_string(),
+                n,
+                us,
+            };
+            self.plot = Some(Plot::Scale {
+                op: op.to_string(),
+                reference: false,
+                points: [point(from, from_us), point(at, us)],
+            });
+            self
+        }
+
+        /// Marks a [`Row::scale`] row as a plain-Redis reference (drawn in grey).
+        pub fn reference(mut self) -> Row {
+            if let Some(Plot::Scale { reference, .. }) = &mut self.plot {
+                *reference = true;
+            }
             self
         }
 
@@ -329,11 +493,20 @@ mod report {
         }
     }
 
-    /// Facts about the run, printed above the table.
+    /// Facts about the run, printed above the table (and under each chart).
     pub struct Meta {
         pub date: String,
         pub redis_version: String,
+        /// CPUs this process may run on (`nproc`).
         pub nproc: usize,
+        /// The CPU's model name (`/proc/cpuinfo`).
+        pub cpu: String,
+        /// `MemTotal` of `/proc/meminfo`, in bytes (0 if unknown).
+        pub ram_bytes: u64,
+        /// "Linux 6.1.0 x86_64".
+        pub os: String,
+        /// `rustc --version`.
+        pub rustc: String,
         pub git: String,
         pub filters: Vec<String>,
     }
@@ -344,9 +517,36 @@ mod report {
                 date: utc_now(),
                 redis_version: redis_version(),
                 nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+                cpu: cpu_model(),
+                ram_bytes: ram_bytes(),
+                os: os_name(),
+                rustc: rustc_version(),
                 git: git_describe(),
                 filters: filters.to_vec(),
             }
+        }
+
+        /// "AMD EPYC, 2 CPUs, 23.5 GiB RAM (Linux 6.1.0 x86_64)".
+        pub fn machine(&self) -> String {
+            let ram = if self.ram_bytes > 0 {
+                format!(
+                    ", {:.1} GiB RAM",
+                    self.ram_bytes as f64 / (1u64 << 30) as f64
+                )
+            } else {
+                String::new()
+            };
+            format!("{}, {} CPUs{ram} ({})", self.cpu, self.nproc, self.os)
+        }
+
+        /// The command that reruns what this run ran: `scripts/bench [FILTER...]`.
+        pub fn command(&self) -> String {
+            let mut c = String::from("scripts/bench");
+            for f in &self.filters {
+                c += " ";
+                c += f;
+            }
+            c
         }
     }
 
@@ -361,6 +561,14 @@ mod report {
                 meta,
                 rows: Vec::new(),
             }
+        }
+
+        pub fn rows(&self) -> &[Row] {
+            &self.rows
+        }
+
+        pub fn meta(&self) -> &Meta {
+            &self.meta
         }
 
         /// Adds a row (and echoes it to stderr, so progress shows what was measured).
@@ -382,18 +590,22 @@ mod report {
             let m = &self.meta;
             let mut s = String::new();
             let _ = writeln!(s, "# corral benchmark\n");
+            let _ = writeln!(s, "- **Date:** {}", m.date);
+            let _ = writeln!(s, "- **Machine:** {}", m.machine());
             let _ = writeln!(
                 s,
-                "{} · redis {} · nproc {} · corral {}{}\n",
-                m.date,
-                m.redis_version,
-                m.nproc,
-                m.git,
-                if m.filters.is_empty() {
-                    String::new()
-                } else {
-                    format!(" · filter: {}", m.filters.join(" "))
-                }
+                "- **Software:** redis-server {}, {}, corral {}",
+                m.redis_version, m.rustc, m.git
+            );
+            if !m.filters.is_empty() {
+                let _ = writeln!(s, "- **Sections:** those matching {}", m.filters.join(" "));
+            }
+            let _ = writeln!(
+                s,
+                "- **Reproduce:** `{}` in a checkout of corral {} (`scripts/bench --publish` \
+                 also copies the results to `scripts/bench-results/`)\n",
+                m.command(),
+                m.git
             );
             s += "| Family | Measurement | Value | Baseline | Baseline value | Ratio | Target | Result |\n";
             s += "|---|---|---:|---|---:|---:|---|---|\n";
@@ -450,6 +662,11 @@ mod report {
             let _ = writeln!(s, "  \"date\": {},", jstr(&m.date));
             let _ = writeln!(s, "  \"redis_version\": {},", jstr(&m.redis_version));
             let _ = writeln!(s, "  \"nproc\": {},", m.nproc);
+            let _ = writeln!(s, "  \"cpu\": {},", jstr(&m.cpu));
+            let _ = writeln!(s, "  \"ram_bytes\": {},", m.ram_bytes);
+            let _ = writeln!(s, "  \"os\": {},", jstr(&m.os));
+            let _ = writeln!(s, "  \"rustc\": {},", jstr(&m.rustc));
+            let _ = writeln!(s, "  \"command\": {},", jstr(&m.command()));
             let _ = writeln!(s, "  \"git\": {},", jstr(&m.git));
             let filters: Vec<String> = m.filters.iter().map(|f| jstr(f)).collect();
             let _ = writeln!(s, "  \"filters\": [{}],", filters.join(", "));
@@ -471,17 +688,65 @@ mod report {
                     s,
                     "    {{\"family\": {}, \"name\": {}, \"value\": {value}, \"unit\": {}, \
                      \"baseline_name\": {bname}, \"baseline_value\": {bvalue}, \"ratio\": {}, \
-                     \"target\": {target}, \"pass\": {}}}",
+                     \"target\": {target}, \"pass\": {}, \"chart\": {}}}",
                     jstr(&r.family),
                     jstr(&r.name),
                     jstr(&r.unit),
                     r.ratio().map_or("null".to_string(), jnum),
                     r.pass().map_or("null".to_string(), |p| p.to_string()),
+                    r.plot.as_ref().map_or("null".to_string(), plot_json),
                 );
                 s += if i + 1 < self.rows.len() { ",\n" } else { "\n" };
             }
             s += "  ]\n}\n";
             s
+        }
+    }
+
+    /// A row's place in the charts, as a JSON object.
+    fn plot_json(p: &Plot) -> String {
+        match p {
+            Plot::Versus {
+                op,
+                corral_us,
+                kind,
+                baseline,
+                baseline_us,
+            } => format!(
+                "{{\"chart\": \"versus\", \"op\": {}, \"corral_us\": {}, \
+                 \"baseline_kind\": {}, \"baseline\": {}, \"baseline_us\": {}}}",
+                jstr(op),
+                jnum(*corral_us),
+                jstr(match kind {
+                    Kind::Native => "native",
+                    Kind::Lua => "lua",
+                }),
+                jstr(baseline),
+                jnum(*baseline_us)
+            ),
+            Plot::Scale {
+                op,
+                reference,
+                points,
+            } => {
+                let points: Vec<String> = points
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{{\"scale\": {}, \"n\": {}, \"us\": {}}}",
+                            jstr(&p.scale),
+                            jnum(p.n),
+                            jnum(p.us)
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{{\"chart\": \"scale\", \"op\": {}, \"reference\": {reference}, \
+                     \"points\": [{}]}}",
+                    jstr(op),
+                    points.join(", ")
+                )
+            }
         }
     }
 
@@ -589,6 +854,56 @@ mod report {
             .find_map(|w| w.strip_prefix("v="))
             .unwrap_or("unknown")
             .to_string()
+    }
+
+    /// A small text file's contents, trimmed (`/proc/...`).
+    fn read_trimmed(path: &str) -> Option<String> {
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    /// "Linux 6.1.0 x86_64": the kernel's name and release, and the CPU architecture.
+    fn os_name() -> String {
+        let kernel = read_trimmed("/proc/sys/kernel/ostype").unwrap_or_else(|| "unknown OS".into());
+        match read_trimmed("/proc/sys/kernel/osrelease") {
+            Some(release) => format!("{kernel} {release} {}", std::env::consts::ARCH),
+            None => format!("{kernel} {}", std::env::consts::ARCH),
+        }
+    }
+
+    /// The first `model name` of `/proc/cpuinfo`, or "unknown CPU".
+    fn cpu_model() -> String {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        info.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == "model name").then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown CPU".to_string())
+    }
+
+    /// `MemTotal` of `/proc/meminfo` in bytes, or 0.
+    fn ram_bytes() -> u64 {
+        let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        info.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|kb| kb.trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    /// `rustc --version` (the compiler cargo uses: `$RUSTC`, else `rustc`), or "rustc
+    /// unknown".
+    fn rustc_version() -> String {
+        let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+        std::process::Command::new(rustc)
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "rustc unknown".to_string())
     }
 
     /// `git describe --always --dirty` of the repo, or "unknown".
@@ -1185,7 +1500,7 @@ mod resv {
     use std::time::{Duration, Instant};
 
     use super::common::{Server, ServerOptions};
-    use super::report::{Report, Row, Target};
+    use super::report::{Kind, Report, Row, Target};
     use super::resp::{self, Reply};
     use super::util::{
         self, args, cmdstats, is_int, is_nil, is_ok, is_one, measure, min, percentile, refs,
@@ -1295,23 +1610,28 @@ mod resv {
             |i: usize, j: usize| min(&runs[i].iter().map(|t| t.per_call[j]).collect::<Vec<_>>());
 
         let pair_name = "server time, LOCK + RELEASE (per pair)";
+        let pair_op = "RESV.LOCK + RESV.RELEASE (per pair)";
         report.add(
             Row::new(FAMILY, pair_name, iter(0), "us")
                 .vs(workloads[1].label, iter(1))
-                .target(Target::RatioAtMost(1.5)),
+                .target(Target::RatioAtMost(1.5))
+                .versus(pair_op, Kind::Native, "SET NX PX + DEL"),
         );
         report.add(
             Row::new(FAMILY, pair_name, iter(0), "us")
                 .vs(workloads[2].label, iter(2))
-                .target(Target::RatioAtMost(0.5)),
+                .target(Target::RatioAtMost(0.5))
+                .versus(pair_op, Kind::Lua, "Lua lock + unlock"),
         );
         report.add(
             Row::new(FAMILY, "server time, RESV.LOCK alone", call(0, 0), "us")
-                .vs("SET NX PX", call(1, 0)),
+                .vs("SET NX PX", call(1, 0))
+                .versus("RESV.LOCK alone", Kind::Native, "SET NX PX"),
         );
         report.add(
             Row::new(FAMILY, "server time, RESV.RELEASE alone", call(0, 1), "us")
-                .vs("DEL", call(1, 1)),
+                .vs("DEL", call(1, 1))
+                .versus("RESV.RELEASE alone", Kind::Native, "DEL"),
         );
         report.add(
             Row::new(
@@ -1779,7 +2099,7 @@ mod sem {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use super::common::Server;
-    use super::report::{num, Report, Row, Target};
+    use super::report::{num, Kind, Report, Row, Target};
     use super::resp;
     use super::util::{self, args, best_of, is_int, is_one, uuidish, Workload};
 
@@ -1910,6 +2230,9 @@ mod sem {
         let best = best_of(&mut conn, &mut admin, &work, ROUNDS);
 
         let at = |i: usize| format!("{} on one key", LABELS[i]);
+        // For the chart: scale i as (label, holders).
+        let scale = |i: usize| (LABELS[i], SIZES[i].1 as f64);
+        const ACQUIRE: &str = "SEM.ACQUIRE of a new holder";
         report.add(
             Row::new(
                 FAMILY,
@@ -1918,7 +2241,8 @@ mod sem {
                 "us",
             )
             .vs(&at(0), best.call(0, 0))
-            .target(Target::RatioAtMost(1.5)),
+            .target(Target::RatioAtMost(1.5))
+            .scale(ACQUIRE, scale(3), scale(0)),
         );
         for i in [1, 2] {
             report.add(
@@ -1928,7 +2252,8 @@ mod sem {
                     best.call(i, 0),
                     "us",
                 )
-                .vs(&at(0), best.call(0, 0)),
+                .vs(&at(0), best.call(0, 0))
+                .scale(ACQUIRE, scale(i), scale(0)),
             );
         }
         report.add(
@@ -1938,7 +2263,8 @@ mod sem {
                 best.call(3, 1),
                 "us",
             )
-            .vs(&at(0), best.call(0, 1)),
+            .vs(&at(0), best.call(0, 1))
+            .scale("SEM.RELEASE", scale(3), scale(0)),
         );
     }
 
@@ -2008,7 +2334,12 @@ mod sem {
                 "us",
             )
             .vs(lua.label, best.iter(1))
-            .target(Target::RatioAtMost(0.33)),
+            .target(Target::RatioAtMost(0.33))
+            .versus(
+                &format!("SEM.ACQUIRE + SEM.RELEASE, {holders} holders (per pair)"),
+                Kind::Lua,
+                "Lua sorted-set acquire + ZREM",
+            ),
         );
         report.add(
             Row::new(
@@ -2017,7 +2348,8 @@ mod sem {
                 best.call(0, 0),
                 "us",
             )
-            .vs("EVALSHA of the sorted-set acquire", best.call(1, 0)),
+            .vs("EVALSHA of the sorted-set acquire", best.call(1, 0))
+            .versus("SEM.ACQUIRE alone", Kind::Lua, "Lua sorted-set acquire"),
         );
         report.add(
             Row::new(
@@ -2026,7 +2358,8 @@ mod sem {
                 best.call(0, 1),
                 "us",
             )
-            .vs("ZREM", best.call(1, 1)),
+            .vs("ZREM", best.call(1, 1))
+            .versus("SEM.RELEASE alone", Kind::Native, "ZREM"),
         );
     }
 
@@ -2090,7 +2423,7 @@ mod slot {
     use std::time::{Duration, Instant};
 
     use super::common::Server;
-    use super::report::{num, Report, Row, Target};
+    use super::report::{num, Kind, Report, Row, Target};
     use super::resp::{self, Reply};
     use super::util::{self, args, best_of, is_int, is_nil, is_one, Workload};
 
@@ -2249,6 +2582,13 @@ mod slot {
         let best = best_of(&mut conn, &mut admin, &work, ROUNDS);
 
         let small = size(held[0], ASKED[0]);
+        // For the charts: pool i as (label, held slots).
+        let labels: Vec<String> = held
+            .iter()
+            .map(|&n| format!("{} slots", num(n as f64)))
+            .collect();
+        let slots = |i: usize| (labels[i].as_str(), held[i] as f64);
+        const PAIR: &str = "SLOT.GET + SLOT.PUT (per pair)";
         report.add(
             Row::new(
                 FAMILY,
@@ -2260,7 +2600,8 @@ mod slot {
                 "us",
             )
             .vs(&small, best.iter(0))
-            .target(Target::RatioAtMost(1.5)),
+            .target(Target::RatioAtMost(1.5))
+            .scale(PAIR, slots(2), slots(0)),
         );
         report.add(
             Row::new(
@@ -2272,33 +2613,32 @@ mod slot {
                 best.iter(1),
                 "us",
             )
-            .vs(&small, best.iter(0)),
+            .vs(&small, best.iter(0))
+            .scale(PAIR, slots(1), slots(0)),
         );
         // value / baseline = Lua's GET over corral's: how many times less server time.
-        for (i, times) in [(1, 20.0), (2, 80.0)] {
-            report.add(
-                Row::new(
-                    FAMILY,
-                    &format!(
-                        "server time, Lua allocator GET (EVALSHA: BITPOS + SETBIT), {}",
-                        size(held[i], ASKED[i])
-                    ),
-                    best.call(3 + i, 0),
-                    "us",
-                )
-                .vs("SLOT.GET, same pool size", best.call(i, 0))
-                .target(Target::RatioAtLeast(times)),
-            );
-        }
-        report.add(
-            Row::new(
+        // Smallest pool first (no target there: Lua's scan is short).
+        for (i, times) in [(0, None), (1, Some(20.0)), (2, Some(80.0))] {
+            let row = Row::new(
                 FAMILY,
-                &format!("server time, Lua allocator GET (EVALSHA: BITPOS + SETBIT), {small}"),
-                best.call(3, 0),
+                &format!(
+                    "server time, Lua allocator GET (EVALSHA: BITPOS + SETBIT), {}",
+                    size(held[i], ASKED[i])
+                ),
+                best.call(3 + i, 0),
                 "us",
             )
-            .vs("SLOT.GET, same pool size", best.call(0, 0)),
-        );
+            .vs("SLOT.GET, same pool size", best.call(i, 0))
+            .versus_swapped(
+                &format!("SLOT.GET, {} held", labels[i]),
+                Kind::Lua,
+                "Lua BITPOS + SETBIT",
+            );
+            report.add(match times {
+                Some(t) => row.target(Target::RatioAtLeast(t)),
+                None => row,
+            });
+        }
         report.add(
             Row::new(
                 FAMILY,
@@ -2634,6 +2974,15 @@ mod alloc {
                 num(INSTANCES as f64)
             )
         };
+        // For the chart: (label, allocations).
+        let (small_label, big_label) = (
+            format!("{} allocations", num(SMALL as f64)),
+            format!("{} allocations", num(BIG as f64)),
+        );
+        let (small, big) = (
+            (small_label.as_str(), SMALL as f64),
+            (big_label.as_str(), BIG as f64),
+        );
         // (what, workload index within a size, stat index, per call (else per iteration),
         // target)
         let rows = [
@@ -2684,14 +3033,21 @@ mod alloc {
                 value(per_size + w),
                 "us",
             )
-            .vs(&at(SMALL), value(w));
+            .vs(&at(SMALL), value(w))
+            .scale(what, big, small);
+            // The Redis hash rows are references (grey in the chart), not corral commands.
+            let row = if what.starts_with("reference") {
+                row.reference()
+            } else {
+                row
+            };
             report.add(if target {
                 row.target(Target::RatioAtMost(1.5))
             } else {
                 row
             });
         }
-        let m = num(m as f64);
+        let (m_jobs, m) = (m as f64, num(m as f64));
         report.add(
             Row::new(
                 FAMILY,
@@ -2706,7 +3062,12 @@ mod alloc {
                 &format!("the same {m} jobs, the key's only allocations"),
                 best.call(2 * per_size, 0),
             )
-            .target(Target::RatioAtMost(1.5)),
+            .target(Target::RatioAtMost(1.5))
+            .scale(
+                &format!("ALLOC.JOBS of an instance with {m} jobs"),
+                (&format!("in a key of {big_label}"), BIG as f64),
+                ("the key's only allocations", m_jobs),
+            ),
         );
     }
 
@@ -2774,7 +3135,7 @@ mod job {
     use std::time::{Duration, Instant};
 
     use super::common::Server;
-    use super::report::{num, Report, Row, Target};
+    use super::report::{num, Kind, Report, Row, Target};
     use super::resp::{self, Reply};
     use super::util::{self, args, cmdstats, is_int, is_one, min, refs, reset_stats, ServerTime};
 
@@ -2953,6 +3314,9 @@ mod job {
             |i: usize, j: usize| min(&runs[i].iter().map(|t| t.per_call[j]).collect::<Vec<_>>());
 
         let at = |i: usize| format!("{} pending jobs", num(SIZES[i].1 as f64));
+        // For the chart: size i as (label, pending jobs).
+        let labels = [at(0), at(1)];
+        let scale = |i: usize| (labels[i].as_str(), SIZES[i].1 as f64);
         report.add(
             Row::new(
                 FAMILY,
@@ -2964,7 +3328,12 @@ mod job {
                 "us",
             )
             .vs(&at(0), iter(0))
-            .target(Target::RatioAtMost(1.5)),
+            .target(Target::RatioAtMost(1.5))
+            .scale(
+                "JOB.PULL + JOB.FULFILL TOKEN of the oldest job (per pair)",
+                scale(1),
+                scale(0),
+            ),
         );
         for (j, what) in ["JOB.PULL", "JOB.FULFILL TOKEN"].iter().enumerate() {
             report.add(
@@ -2974,7 +3343,8 @@ mod job {
                     call(1, j),
                     "us",
                 )
-                .vs(&at(0), call(0, j)),
+                .vs(&at(0), call(0, j))
+                .scale(&format!("{what} alone"), scale(1), scale(0)),
             );
         }
     }
@@ -3333,7 +3703,12 @@ mod job {
                 usec(0),
                 "us",
             )
-            .vs(LABELS[1], usec(1)),
+            .vs(LABELS[1], usec(1))
+            .versus(
+                "JOB.CREATE + JOB.PULL + JOB.FULFILL, end to end (per job)",
+                Kind::Lua,
+                "BullMQ-style Lua queue",
+            ),
         );
     }
 }
