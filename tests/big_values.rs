@@ -39,11 +39,18 @@ fn monitored_server() -> Server {
     Server::with_config(&[("latency-monitor-threshold", "1")])
 }
 
-/// `LATENCY LATEST` as event → (latest ms, worst ms).
+/// `LATENCY LATEST` as event → (latest ms, worst ms). Each row starts `[event, time, latest,
+/// max, …]` (Valkey 8 adds the sum and count of the samples).
 fn latency(c: &mut Connection) -> HashMap<String, (i64, i64)> {
-    let rows: Vec<(String, i64, i64, i64)> = redis::cmd("LATENCY").arg("LATEST").query(c).unwrap();
+    let rows: Vec<Vec<redis::Value>> = redis::cmd("LATENCY").arg("LATEST").query(c).unwrap();
     rows.into_iter()
-        .map(|(event, _at, latest, max)| (event, (latest, max)))
+        .map(|row| {
+            let field = |i: usize| row.get(i).unwrap_or_else(|| panic!("LATENCY row {row:?}"));
+            let event: String = redis::from_redis_value(field(0)).unwrap();
+            let latest: i64 = redis::from_redis_value(field(2)).unwrap();
+            let max: i64 = redis::from_redis_value(field(3)).unwrap();
+            (event, (latest, max))
+        })
         .collect()
 }
 
