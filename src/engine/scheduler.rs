@@ -100,7 +100,7 @@ fn check_key(ctx: Ctx, key: &KeyRef) {
     // here): then they are redirected there instead of granted here (cluster.rs).
     if matches!(holds, KeyHolds::Nothing) && ctx.flags().is_cluster() {
         if let Some(redirect) = cluster::redirect_for_missing_key(ctx, name) {
-            waiters::fail_all(key, Reply::Error(redirect));
+            waiters::fail_all(ctx, key, Reply::Error(redirect));
             return;
         }
         ops.check(ctx, name_r);

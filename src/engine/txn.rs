@@ -114,6 +114,10 @@ impl<F: Primitive> Txn<F> {
         self.now
     }
 
+    pub fn ctx(&self) -> Ctx {
+        self.ctx
+    }
+
     /// The key's db and name, as the scheduler and wait queues index it.
     pub fn keyref(&self) -> &[u8] {
         self.keyref
@@ -360,7 +364,7 @@ impl<F: Primitive> FamilyOps for Ops<F> {
             }
             Err(_) => {
                 let k = key_bytes(ctx.selected_db(), name.bytes());
-                waiters::fail_all(&k, Reply::Error(waiters::wrongtype()));
+                waiters::fail_all(ctx, &k, Reply::Error(waiters::wrongtype()));
             }
         }
     }

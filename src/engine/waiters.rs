@@ -44,8 +44,9 @@ pub struct Queues {
     by_key: AHashMap<KeyRef, BTreeMap<Slot, Waiter>>,
     /// Where each blocked client waits, for timeouts and disconnects.
     by_client: AHashMap<usize, (KeyRef, Slot)>,
-    /// Where each waiter with a BLOCK timeout waits, by arrival number (its timer's data).
-    by_arrival: AHashMap<u64, (KeyRef, u64)>,
+    /// Where each waiter with a BLOCK timeout waits (key, lane) and its timer's id, by arrival
+    /// number (the timer's data).
+    by_arrival: AHashMap<u64, (KeyRef, u64, Option<u64>)>,
     next_id: u64,
 }
 
@@ -94,24 +95,25 @@ impl Queues {
         };
         self.by_client.insert(w.bc.id(), (k.clone(), id));
         if timed {
-            self.by_arrival.insert(id.1, (k.clone(), lane));
+            self.by_arrival.insert(id.1, (k.clone(), lane, None));
         }
         self.by_key.entry(k).or_default().insert(id, w);
         id.1
     }
 
-    fn remove(&mut self, key: &[u8], id: Slot) -> Option<Waiter> {
+    /// Removes a waiter; also answers the id of its timeout timer, if it has one.
+    fn remove(&mut self, key: &[u8], id: Slot) -> Option<(Waiter, Option<u64>)> {
         let q = self.by_key.get_mut(key)?;
         let w = q.remove(&id)?;
         if q.is_empty() {
             self.by_key.remove(key);
         }
         self.by_client.remove(&(w.bc.id()));
-        self.by_arrival.remove(&id.1);
-        Some(w)
+        let timer = self.by_arrival.remove(&id.1).and_then(|(_, _, t)| t);
+        Some((w, timer))
     }
 
-    fn remove_client(&mut self, bc: BlockedClient) -> Option<Waiter> {
+    fn remove_client(&mut self, bc: BlockedClient) -> Option<(Waiter, Option<u64>)> {
         let (k, id) = self.by_client.get(&bc.id())?.clone();
         self.remove(&k, id)
     }
@@ -142,7 +144,12 @@ pub fn park<F: Primitive>(ctx: Ctx, key: &[u8], request: F::Request, timeout_ms:
         arrival
     });
     if timeout_ms > 0 {
-        ffi::create_timer_with(ctx, timeout_ms, on_wait_timeout, arrival as usize);
+        let timer = ffi::create_timer_with(ctx, timeout_ms, on_wait_timeout, arrival as usize);
+        state::with(|e| {
+            if let Some(entry) = e.queues.by_arrival.get_mut(&arrival) {
+                entry.2 = Some(timer);
+            }
+        });
     }
     Reply::Blocked
 }
@@ -184,28 +191,28 @@ pub fn serve<F: Primitive>(txn: &mut Txn<F>) {
                 Some(l) => lane = l,
                 None => return,
             },
-            Some(Next::Mismatch(id)) => finish(&key, id, Reply::Error(wrongtype())),
+            Some(Next::Mismatch(id)) => finish(txn.ctx(), &key, id, Reply::Error(wrongtype())),
             Some(Next::Grant(id, effects, reply)) => {
                 if let Err(e) = txn.apply(effects) {
                     // Cannot happen for effects a family just decided; never loop forever.
-                    finish(&key, id, Reply::Error(format!("ERR {e:?}")));
+                    finish(txn.ctx(), &key, id, Reply::Error(format!("ERR {e:?}")));
                     return;
                 }
-                finish(&key, id, reply);
+                finish(txn.ctx(), &key, id, reply);
             }
         }
     }
 }
 
 /// Answers every waiter of `key` with `reply` (e.g. the key now holds another type).
-pub fn fail_all(key: &[u8], reply: Reply) {
+pub fn fail_all(ctx: Ctx, key: &[u8], reply: Reply) {
     while let Some(id) = state::with(|e| {
         e.queues
             .by_key
             .get(key)
             .and_then(|q| q.keys().next().copied())
     }) {
-        finish(key, id, reply.clone());
+        finish(ctx, key, id, reply.clone());
     }
 }
 
@@ -214,14 +221,24 @@ pub fn wrongtype() -> String {
 }
 
 /// Removes a waiter and answers it.
-fn finish(key: &[u8], id: Slot, reply: Reply) {
+fn finish(ctx: Ctx, key: &[u8], id: Slot, reply: Reply) {
     let removed = state::with(|e| {
-        let w = e.queues.remove(key, id)?;
+        let (w, timer) = e.queues.remove(key, id)?;
         e.counters[w.family.index()].waiting -= 1;
-        Some(w.bc)
+        Some((w.bc, timer))
     });
-    if let Some(bc) = removed {
+    if let Some((bc, timer)) = removed {
+        stop_wait_timer(ctx, timer);
         ffi::unblock_client(bc, Some(Box::new(reply)));
+    }
+}
+
+/// Stops the timeout timer of a waiter that left its queue some other way, so that a waiter
+/// granted long before its BLOCK timeout leaves nothing behind in Redis. (Never called for the
+/// timer that is firing: Redis frees that one itself after the callback.)
+fn stop_wait_timer(ctx: Ctx, timer: Option<u64>) {
+    if let Some(id) = timer {
+        ffi::stop_timer(ctx, id);
     }
 }
 
@@ -247,8 +264,8 @@ unsafe extern "C" fn on_wait_timeout(_ctx: *mut ffi::raw::RedisModuleCtx, data: 
     let arrival = data as usize as u64;
     contain("wait timeout", || {
         let removed = state::with(|e| {
-            let (k, lane) = e.queues.by_arrival.get(&arrival)?.clone();
-            let w = e.queues.remove(&k, (lane, arrival))?;
+            let (k, lane, _firing) = e.queues.by_arrival.get(&arrival)?.clone();
+            let (w, _firing) = e.queues.remove(&k, (lane, arrival))?;
             let c = &mut e.counters[w.family.index()];
             c.waiting -= 1;
             c.timeouts += 1;
@@ -272,14 +289,15 @@ unsafe extern "C" fn on_timeout(
     contain("blocked timeout", || {
         let bc = ffi::blocked_handle(ctx);
         let removed = state::with(|e| {
-            let w = e.queues.remove_client(bc)?;
+            let (w, timer) = e.queues.remove_client(bc)?;
             let c = &mut e.counters[w.family.index()];
             c.waiting -= 1;
             c.timeouts += 1;
-            Some(())
+            Some(timer)
         });
         ctx.reply(&Reply::Nil);
-        if removed.is_some() {
+        if let Some(timer) = removed {
+            stop_wait_timer(ctx, timer);
             ffi::unblock_client(bc, None);
         }
     });
@@ -287,18 +305,21 @@ unsafe extern "C" fn on_timeout(
 }
 
 unsafe extern "C" fn on_disconnect(
-    _ctx: *mut ffi::raw::RedisModuleCtx,
+    ctx: *mut ffi::raw::RedisModuleCtx,
     bc: *mut ffi::raw::RedisModuleBlockedClient,
 ) {
     // SAFETY: the handle Redis passed to this disconnect callback.
     let bc = unsafe { ffi::disconnected(bc) };
+    // SAFETY: ctx is the disconnect callback's context (Redis creates it for this module).
+    let ctx = unsafe { Ctx::from_raw(ctx) };
     contain("blocked disconnect", || {
         let removed = state::with(|e| {
-            let w = e.queues.remove_client(bc)?;
+            let (w, timer) = e.queues.remove_client(bc)?;
             e.counters[w.family.index()].waiting -= 1;
-            Some(())
+            Some(timer)
         });
-        if removed.is_some() {
+        if let Some(timer) = removed {
+            stop_wait_timer(ctx, timer);
             ffi::unblock_client(bc, None);
         }
     });
