@@ -108,15 +108,43 @@ fn raw_pipeline(port: u16, commands: &[u8], n: usize) -> Vec<Result<Option<i64>,
     replies
 }
 
-/// `n` copies of one RESP-encoded command, built by `cmd(i)`.
-fn encode_many(n: usize, cmd: impl Fn(usize) -> Vec<Vec<u8>>) -> Vec<u8> {
-    let mut out = Vec::new();
+/// Sends `n` commands, the i-th with the arguments `args(i)`, in one pipeline on a fresh
+/// connection, and answers their replies (as [`raw_pipeline`]).
+fn pipeline(
+    port: u16,
+    n: usize,
+    args: impl Fn(usize) -> Vec<Vec<u8>>,
+) -> Vec<Result<Option<i64>, String>> {
+    let mut commands = Vec::new();
     for i in 0..n {
-        let args = cmd(i);
+        let args = args(i);
         let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
-        out.extend_from_slice(&resp(&refs));
+        commands.extend_from_slice(&resp(&refs));
     }
-    out
+    raw_pipeline(port, &commands, n)
+}
+
+/// Arguments from anything byte-like: `argv!["JOB.CREATE", "store", id.to_string()]`.
+macro_rules! argv {
+    ($($a:expr),* $(,)?) => { vec![$(AsRef::<[u8]>::as_ref(&$a).to_vec()),*] };
+}
+
+/// Blocks the server for 2 s (DEBUG SLEEP), past every deadline set before, then forgets that
+/// command's own latency sample, which is not a stall corral caused.
+fn sleep_past_deadlines(c: &mut Connection) {
+    let _: () = redis::cmd("DEBUG").arg("SLEEP").arg("2").query(c).unwrap();
+    let _: i64 = redis::cmd("LATENCY")
+        .arg("RESET")
+        .arg("command")
+        .query(c)
+        .unwrap();
+}
+
+/// DEBUG RELOAD (save, then load the RDB): `key` must come back unchanged.
+fn assert_survives_reload(c: &mut Connection, key: &str) {
+    let before = digest(c, key);
+    let _: () = redis::cmd("DEBUG").arg("RELOAD").query(c).unwrap();
+    assert_eq!(digest(c, key), before, "{key} changed across DEBUG RELOAD");
 }
 
 fn used_memory(s: &Server) -> i64 {
@@ -132,39 +160,20 @@ fn a_hundred_megabytes_of_job_values() {
     let value = vec![b'v'; 1024];
 
     // 100,000 jobs, each fulfilled with 1 KB and waiting for a notification: 100 MB of values.
-    let creates = encode_many(JOBS, |i| {
-        vec![
-            b"JOB.CREATE".to_vec(),
-            b"store".to_vec(),
-            format!("req-{i}").into_bytes(),
-        ]
+    let ids: Vec<i64> = pipeline(s.port(), JOBS, |i| {
+        argv!["JOB.CREATE", "store", format!("req-{i}")]
+    })
+    .into_iter()
+    .map(|r| r.unwrap().unwrap())
+    .collect();
+    let fulfilled = pipeline(s.port(), JOBS, |i| {
+        argv!["JOB.FULFILL", "store", ids[i].to_string(), value]
     });
-    let ids: Vec<i64> = raw_pipeline(s.port(), &creates, JOBS)
-        .into_iter()
-        .map(|r| r.unwrap().unwrap())
-        .collect();
-    let fulfils = encode_many(JOBS, |i| {
-        vec![
-            b"JOB.FULFILL".to_vec(),
-            b"store".to_vec(),
-            ids[i].to_string().into_bytes(),
-            value.clone(),
-        ]
+    assert!(fulfilled.iter().all(|r| r == &Ok(Some(1))));
+    let queued = pipeline(s.port(), JOBS, |i| {
+        argv!["JOB.QUEUE", "store", ids[i].to_string(), "target"]
     });
-    assert!(raw_pipeline(s.port(), &fulfils, JOBS)
-        .iter()
-        .all(|r| r == &Ok(Some(1))));
-    let queues = encode_many(JOBS, |i| {
-        vec![
-            b"JOB.QUEUE".to_vec(),
-            b"store".to_vec(),
-            ids[i].to_string().into_bytes(),
-            b"target".to_vec(),
-        ]
-    });
-    assert!(raw_pipeline(s.port(), &queues, JOBS)
-        .iter()
-        .all(|r| r == &Ok(Some(1))));
+    assert!(queued.iter().all(|r| r == &Ok(Some(1))));
     let memory = used_memory(&s);
     println!("100,000 jobs with 1 KB values: used_memory {memory}");
     assert!(memory > 100_000_000, "used_memory {memory}");
@@ -203,10 +212,7 @@ fn a_hundred_megabytes_of_job_values() {
         .unwrap();
     assert_no_stall(&mut c, "100 MB store");
 
-    // It survives a save and reload unchanged.
-    let before = digest(&mut c, "store");
-    let _: () = redis::cmd("DEBUG").arg("RELOAD").query(&mut c).unwrap();
-    assert_eq!(digest(&mut c, "store"), before);
+    assert_survives_reload(&mut c, "store");
 
     // UNLINK hands the 100 MB to the lazy-free thread; the memory comes back.
     reset_latency(&mut c);
@@ -283,9 +289,7 @@ fn a_ten_million_slot_pool() {
         .unwrap();
     assert_no_stall(&mut c, "10M-slot pool");
 
-    let before = digest(&mut c, "pool");
-    let _: () = redis::cmd("DEBUG").arg("RELOAD").query(&mut c).unwrap();
-    assert_eq!(digest(&mut c, "pool"), before);
+    assert_survives_reload(&mut c, "pool");
     reset_latency(&mut c);
     let deleted: i64 = redis::cmd("DEL").arg("pool").query(&mut c).unwrap();
     assert_eq!(deleted, 1);
@@ -383,29 +387,13 @@ fn hundreds_of_thousands_of_leases_lapsing_at_once() {
     const KEYS: usize = 300_000;
 
     // 300,000 locks on as many keys, all due within about a second of each other …
-    let locks = encode_many(KEYS, |i| {
-        vec![
-            b"RESV.LOCK".to_vec(),
-            format!("lock:{i}").into_bytes(),
-            b"worker".to_vec(),
-            b"1000".to_vec(),
-        ]
+    let locks = pipeline(s.port(), KEYS, |i| {
+        argv!["RESV.LOCK", format!("lock:{i}"), "worker", "1000"]
     });
-    assert!(raw_pipeline(s.port(), &locks, KEYS)
-        .iter()
-        .all(|r| matches!(r, Ok(Some(_)))));
+    assert!(locks.iter().all(|r| matches!(r, Ok(Some(_)))));
     // … and a server that was busy past all of their deadlines (as after a long script, or a
     // replica promoted late): every lease is due at the same moment.
-    let _: () = redis::cmd("DEBUG")
-        .arg("SLEEP")
-        .arg("2")
-        .query(&mut c)
-        .unwrap();
-    let _: i64 = redis::cmd("LATENCY")
-        .arg("RESET")
-        .arg("command")
-        .query(&mut c)
-        .unwrap();
+    sleep_past_deadlines(&mut c);
     wait_until(Duration::from_secs(60), "every lease lapsed", || {
         info_int(&s, "corral", "corral_resv_lapses") == KEYS as i64
     });
@@ -416,28 +404,17 @@ fn hundreds_of_thousands_of_leases_lapsing_at_once() {
     // The same for one semaphore holding 100,000 permits: lapsing one key is one step, so
     // this is the largest single piece of work (reported, bounded by the same limit).
     reset_latency(&mut c);
-    let acquires = encode_many(100_000, |i| {
-        vec![
-            b"SEM.ACQUIRE".to_vec(),
-            b"sem".to_vec(),
-            format!("holder-{i}").into_bytes(),
-            b"100000".to_vec(),
-            b"1000".to_vec(),
+    let acquires = pipeline(s.port(), 100_000, |i| {
+        argv![
+            "SEM.ACQUIRE",
+            "sem",
+            format!("holder-{i}"),
+            "100000",
+            "1000"
         ]
     });
-    assert!(raw_pipeline(s.port(), &acquires, 100_000)
-        .iter()
-        .all(|r| matches!(r, Ok(Some(_)))));
-    let _: () = redis::cmd("DEBUG")
-        .arg("SLEEP")
-        .arg("2")
-        .query(&mut c)
-        .unwrap();
-    let _: i64 = redis::cmd("LATENCY")
-        .arg("RESET")
-        .arg("command")
-        .query(&mut c)
-        .unwrap();
+    assert!(acquires.iter().all(|r| matches!(r, Ok(Some(_)))));
+    sleep_past_deadlines(&mut c);
     wait_until(Duration::from_secs(60), "every permit lapsed", || {
         info_int(&s, "corral", "corral_sem_lapses") == 100_000
     });
