@@ -119,7 +119,10 @@ fn check_with_stale_token() {
         &mut c,
         &[b"RESV.CHECK", b"k", b"a", t1.to_string().as_bytes()],
     );
-    assert!(e.starts_with("STALE"), "{e}");
+    assert_eq!(
+        e,
+        format!("STALE token {t1} is not the current lease (current is {t2})")
+    );
     let e = error_of(
         &mut c,
         &[b"RESV.CHECK", b"k", b"b", t2.to_string().as_bytes()],

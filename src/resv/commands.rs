@@ -17,7 +17,9 @@ fn refused(r: Refusal) -> Error {
     match r {
         Refusal::LostTo(h) => Error::msg(format!("NOTHELD lost to {}", args::show(&h))),
         Refusal::Free => Error::msg("NOTHELD expired"),
-        Refusal::Stale { current } => Error::msg(format!("STALE token (current is {current})")),
+        Refusal::Stale { given, current } => Error::msg(format!(
+            "STALE token {given} is not the current lease (current is {current})"
+        )),
     }
 }
 

@@ -69,7 +69,7 @@ pub enum Refusal {
     /// Nobody holds it (it lapsed, was released, or never existed).
     Free,
     /// Held by this holder, but under another token.
-    Stale { current: u64 },
+    Stale { given: u64, current: u64 },
 }
 
 impl Resv {
@@ -104,7 +104,10 @@ impl Resv {
         if h.token == token {
             Ok(())
         } else {
-            Err(Refusal::Stale { current: h.token })
+            Err(Refusal::Stale {
+                given: token,
+                current: h.token,
+            })
         }
     }
 }
@@ -277,7 +280,13 @@ mod tests {
         let e = r.grant(&lock("a", 100), 0, false, 5).unwrap().0;
         run(&mut r, e);
         assert_eq!(r.check(b"a", 5, 10), Ok(()));
-        assert_eq!(r.check(b"a", 4, 10), Err(Refusal::Stale { current: 5 }));
+        assert_eq!(
+            r.check(b"a", 4, 10),
+            Err(Refusal::Stale {
+                given: 4,
+                current: 5
+            })
+        );
         assert!(matches!(r.check(b"b", 5, 10), Err(Refusal::LostTo(_))));
     }
 
