@@ -15,12 +15,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::client::{assert_alive, digest, info_int, resp};
+use common::raw::{self, Conn, Reply};
 use common::{wait_until, Server};
 use redis::Connection;
 
@@ -73,53 +73,40 @@ fn reset_latency(c: &mut Connection) {
     let _: i64 = redis::cmd("LATENCY").arg("RESET").query(c).unwrap();
 }
 
-/// Sends `commands` (RESP-encoded, concatenated) on a fresh connection and reads `n` replies,
-/// each an integer, nil or error, as `Ok(Some(i))`, `Ok(None)` or `Err(message)`.
-fn raw_pipeline(port: u16, commands: &[u8], n: usize) -> Vec<Result<Option<i64>, String>> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
+/// Sends `commands` (RESP-encoded, concatenated) on a fresh connection and reads `n` replies.
+fn raw_pipeline(port: u16, commands: &[u8], n: usize) -> Vec<Reply> {
+    let mut conn = Conn::connect(port, 1 << 16).unwrap();
+    conn.set_read_timeout(Duration::from_secs(120)).unwrap();
+    let mut writer = conn.writer().unwrap();
     let commands = commands.to_vec();
     // Write on another thread: the replies must be read while the commands still go out.
     let sender = std::thread::spawn(move || writer.write_all(&commands).unwrap());
-    let mut reader = BufReader::with_capacity(1 << 16, &mut stream);
-    let mut replies = Vec::with_capacity(n);
-    let mut line = String::new();
-    while replies.len() < n {
-        line.clear();
-        let read = reader.read_line(&mut line).unwrap();
-        assert!(
-            read > 0,
-            "connection closed after {} replies",
-            replies.len()
-        );
-        let body = line.trim_end();
-        replies.push(match body.as_bytes().first() {
-            Some(b':') => Ok(Some(body[1..].parse().unwrap())),
-            Some(b'$') | Some(b'*') if body.ends_with("-1") => Ok(None),
-            Some(b'_') => Ok(None),
-            Some(b'-') => Err(body[1..].to_string()),
-            _ => panic!("unexpected reply line {body:?}"),
-        });
-    }
+    let replies = (0..n)
+        .map(|i| {
+            conn.read()
+                .unwrap_or_else(|e| panic!("reply {i} of {n}: {e}"))
+        })
+        .collect();
     sender.join().unwrap();
     replies
 }
 
+/// The integer of an integer reply.
+fn int_of(r: &Reply) -> i64 {
+    match r {
+        Reply::Int(i) => *i,
+        other => panic!("expected an integer, got {other:?}"),
+    }
+}
+
 /// Sends `n` commands, the i-th with the arguments `args(i)`, in one pipeline on a fresh
 /// connection, and answers their replies (as [`raw_pipeline`]).
-fn pipeline(
-    port: u16,
-    n: usize,
-    args: impl Fn(usize) -> Vec<Vec<u8>>,
-) -> Vec<Result<Option<i64>, String>> {
+fn pipeline(port: u16, n: usize, args: impl Fn(usize) -> Vec<Vec<u8>>) -> Vec<Reply> {
     let mut commands = Vec::new();
     for i in 0..n {
         let args = args(i);
         let refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
-        commands.extend_from_slice(&resp(&refs));
+        raw::encode(&mut commands, &refs);
     }
     raw_pipeline(port, &commands, n)
 }
@@ -163,17 +150,17 @@ fn a_hundred_megabytes_of_job_values() {
     let ids: Vec<i64> = pipeline(s.port(), JOBS, |i| {
         argv!["JOB.CREATE", "store", format!("req-{i}")]
     })
-    .into_iter()
-    .map(|r| r.unwrap().unwrap())
+    .iter()
+    .map(int_of)
     .collect();
     let fulfilled = pipeline(s.port(), JOBS, |i| {
         argv!["JOB.FULFILL", "store", ids[i].to_string(), value]
     });
-    assert!(fulfilled.iter().all(|r| r == &Ok(Some(1))));
+    assert!(fulfilled.iter().all(|r| r == &Reply::Int(1)));
     let queued = pipeline(s.port(), JOBS, |i| {
         argv!["JOB.QUEUE", "store", ids[i].to_string(), "target"]
     });
-    assert!(queued.iter().all(|r| r == &Ok(Some(1))));
+    assert!(queued.iter().all(|r| r == &Reply::Int(1)));
     let memory = used_memory(&s);
     println!("100,000 jobs with 1 KB values: used_memory {memory}");
     assert!(memory > 100_000_000, "used_memory {memory}");
@@ -238,8 +225,8 @@ fn a_ten_million_slot_pool() {
     for round in 0..SLOTS / 1_000_000 {
         let replies = raw_pipeline(s.port(), &chunk, 1_000_000);
         let first = (round * 1_000_000) as i64;
-        assert_eq!(replies[0], Ok(Some(first)));
-        assert_eq!(replies[999_999], Ok(Some(first + 999_999)));
+        assert_eq!(replies[0], Reply::Int(first));
+        assert_eq!(replies[999_999], Reply::Int(first + 999_999));
     }
     let held: i64 = redis::cmd("SLOT.COUNT").arg("pool").query(&mut c).unwrap();
     assert_eq!(held, SLOTS as i64);
@@ -335,8 +322,8 @@ fn four_hundred_thousand_waits_through_one_lock() {
                     replies
                         .chunks(2)
                         .map(|r| {
-                            assert_eq!(r[1], Ok(Some(1)), "{holder}: RELEASE answered");
-                            r[0].clone().unwrap().unwrap()
+                            assert_eq!(r[1], Reply::Int(1), "{holder}: RELEASE answered");
+                            int_of(&r[0])
                         })
                         .collect::<Vec<i64>>()
                 })
@@ -390,7 +377,7 @@ fn hundreds_of_thousands_of_leases_lapsing_at_once() {
     let locks = pipeline(s.port(), KEYS, |i| {
         argv!["RESV.LOCK", format!("lock:{i}"), "worker", "1000"]
     });
-    assert!(locks.iter().all(|r| matches!(r, Ok(Some(_)))));
+    assert!(locks.iter().all(|r| matches!(r, Reply::Int(_))));
     // … and a server that was busy past all of their deadlines (as after a long script, or a
     // replica promoted late): every lease is due at the same moment.
     sleep_past_deadlines(&mut c);
@@ -413,7 +400,7 @@ fn hundreds_of_thousands_of_leases_lapsing_at_once() {
             "1000"
         ]
     });
-    assert!(acquires.iter().all(|r| matches!(r, Ok(Some(_)))));
+    assert!(acquires.iter().all(|r| matches!(r, Reply::Int(_))));
     sleep_past_deadlines(&mut c);
     wait_until(Duration::from_secs(60), "every permit lapsed", || {
         info_int(&s, "corral", "corral_sem_lapses") == 100_000

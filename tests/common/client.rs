@@ -142,12 +142,8 @@ pub fn rewrite_aof(s: &Server) {
 
 /// `args` encoded as one RESP command (an array of bulk strings).
 pub fn resp(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
+    let mut out = Vec::new();
+    super::raw::encode(&mut out, args);
     out
 }
 

@@ -34,10 +34,12 @@
 //!   (`scripts/leaks` sets it). Unset (the default), drop SIGKILLs at once.
 //!
 //! Client helpers the test files share (`int`, `error_of`, `digest`, reply parsing,
-//! `rewrite_aof`, `raw_command`) live in [`client`].
+//! `rewrite_aof`, `raw_command`) live in [`client`]; a raw RESP client for pipelines and many
+//! sockets in [`raw`].
 #![allow(dead_code)]
 
 pub mod client;
+pub mod raw;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
