@@ -202,7 +202,8 @@ pub fn deadlines(data: &[u8]) {
                 want.sort_unstable();
                 let due: Vec<u8> = map.due(at).copied().collect();
                 assert_eq!(due, want.iter().map(|e| e.1).collect::<Vec<_>>());
-                assert_eq!(map.pop_due(at), due);
+                let popped: Vec<u8> = std::iter::from_fn(|| map.pop_first_due(at)).collect();
+                assert_eq!(popped, due);
                 model.retain(|e| e.1 > at);
             }
             4 => {

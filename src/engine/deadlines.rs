@@ -166,11 +166,6 @@ impl<K: MapKey, V> DeadlineMap<K, V> {
         Some(k)
     }
 
-    /// Removes and returns the keys of every entry whose deadline is ≤ `now`, earliest first.
-    pub fn pop_due(&mut self, now: u64) -> Vec<K> {
-        std::iter::from_fn(|| self.pop_first_due(now)).collect()
-    }
-
     /// Keys of the entries whose deadline is ≤ `now`, earliest first, without removing them.
     pub fn due(&self, now: u64) -> impl Iterator<Item = &K> {
         self.order
@@ -353,7 +348,7 @@ mod tests {
                 }
                 3 => {
                     let now = rnd(1000);
-                    let mut got = map.pop_due(now);
+                    let mut got: Vec<u32> = std::iter::from_fn(|| map.pop_first_due(now)).collect();
                     let mut want: Vec<u32> =
                         model.iter().filter(|e| e.1 <= now).map(|e| e.0).collect();
                     model.retain(|e| e.1 > now);

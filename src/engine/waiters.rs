@@ -33,6 +33,8 @@ pub struct Waiter {
     bc: BlockedClient,
     family: Family,
     request: Box<dyn Any>,
+    /// Its BLOCK timeout's timer, stopped when it leaves the queue any other way.
+    timer: Option<u64>,
 }
 
 /// A waiter's place: (lane, arrival number).
@@ -44,9 +46,9 @@ pub struct Queues {
     by_key: AHashMap<KeyRef, BTreeMap<Slot, Waiter>>,
     /// Where each blocked client waits, for timeouts and disconnects.
     by_client: AHashMap<usize, (KeyRef, Slot)>,
-    /// Where each waiter with a BLOCK timeout waits (key, lane) and its timer's id, by arrival
-    /// number (the timer's data).
-    by_arrival: AHashMap<u64, (KeyRef, u64, Option<u64>)>,
+    /// Where each waiter with a BLOCK timeout waits (key, lane), by arrival number (its timer's
+    /// data).
+    by_arrival: AHashMap<u64, (KeyRef, u64)>,
     next_id: u64,
 }
 
@@ -85,8 +87,13 @@ impl Queues {
             .collect()
     }
 
-    /// Queues `w`; returns its arrival number.
-    fn push(&mut self, key: &[u8], lane: u64, w: Waiter, timed: bool) -> u64 {
+    /// The arrival number the next `push` gives.
+    fn next_arrival(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Queues `w` under the next arrival number.
+    fn push(&mut self, key: &[u8], lane: u64, w: Waiter) {
         let id = (lane, self.next_id);
         self.next_id += 1;
         let k: KeyRef = match self.by_key.get_key_value(key) {
@@ -94,26 +101,24 @@ impl Queues {
             None => KeyRef::from(key),
         };
         self.by_client.insert(w.bc.id(), (k.clone(), id));
-        if timed {
-            self.by_arrival.insert(id.1, (k.clone(), lane, None));
+        if w.timer.is_some() {
+            self.by_arrival.insert(id.1, (k.clone(), lane));
         }
         self.by_key.entry(k).or_default().insert(id, w);
-        id.1
     }
 
-    /// Removes a waiter; also answers the id of its timeout timer, if it has one.
-    fn remove(&mut self, key: &[u8], id: Slot) -> Option<(Waiter, Option<u64>)> {
+    fn remove(&mut self, key: &[u8], id: Slot) -> Option<Waiter> {
         let q = self.by_key.get_mut(key)?;
         let w = q.remove(&id)?;
         if q.is_empty() {
             self.by_key.remove(key);
         }
         self.by_client.remove(&(w.bc.id()));
-        let timer = self.by_arrival.remove(&id.1).and_then(|(_, _, t)| t);
-        Some((w, timer))
+        self.by_arrival.remove(&id.1);
+        Some(w)
     }
 
-    fn remove_client(&mut self, bc: BlockedClient) -> Option<(Waiter, Option<u64>)> {
+    fn remove_client(&mut self, bc: BlockedClient) -> Option<Waiter> {
         let (k, id) = self.by_client.get(&bc.id())?.clone();
         self.remove(&k, id)
     }
@@ -127,30 +132,22 @@ pub fn park<F: Primitive>(ctx: Ctx, key: &[u8], request: F::Request, timeout_ms:
         return Reply::Nil;
     };
     let lane = F::lane(&request);
-    let arrival = state::with(|e| {
-        let arrival = e.queues.push(
-            key,
-            lane,
-            Waiter {
-                bc,
-                family: F::FAMILY,
-                request: Box::new(request),
-            },
-            timeout_ms > 0,
-        );
+    let timer = (timeout_ms > 0).then(|| {
+        let arrival = state::with(|e| e.queues.next_arrival());
+        ffi::create_timer_with(ctx, timeout_ms, on_wait_timeout, arrival as usize)
+    });
+    state::with(|e| {
+        let waiter = Waiter {
+            bc,
+            family: F::FAMILY,
+            request: Box::new(request),
+            timer,
+        };
+        e.queues.push(key, lane, waiter);
         let c = &mut e.counters[F::FAMILY.index()];
         c.waits += 1;
         c.waiting += 1;
-        arrival
     });
-    if timeout_ms > 0 {
-        let timer = ffi::create_timer_with(ctx, timeout_ms, on_wait_timeout, arrival as usize);
-        state::with(|e| {
-            if let Some(entry) = e.queues.by_arrival.get_mut(&arrival) {
-                entry.2 = Some(timer);
-            }
-        });
-    }
     Reply::Blocked
 }
 
@@ -223,9 +220,9 @@ pub fn wrongtype() -> String {
 /// Removes a waiter and answers it.
 fn finish(ctx: Ctx, key: &[u8], id: Slot, reply: Reply) {
     let removed = state::with(|e| {
-        let (w, timer) = e.queues.remove(key, id)?;
+        let w = e.queues.remove(key, id)?;
         e.counters[w.family.index()].waiting -= 1;
-        Some((w.bc, timer))
+        Some((w.bc, w.timer))
     });
     if let Some((bc, timer)) = removed {
         stop_wait_timer(ctx, timer);
@@ -264,8 +261,9 @@ unsafe extern "C" fn on_wait_timeout(_ctx: *mut ffi::raw::RedisModuleCtx, data: 
     let arrival = data as usize as u64;
     contain("wait timeout", || {
         let removed = state::with(|e| {
-            let (k, lane, _firing) = e.queues.by_arrival.get(&arrival)?.clone();
-            let (w, _firing) = e.queues.remove(&k, (lane, arrival))?;
+            let (k, lane) = e.queues.by_arrival.get(&arrival)?.clone();
+            // Its timer is the one firing: Redis frees it after this callback.
+            let w = e.queues.remove(&k, (lane, arrival))?;
             let c = &mut e.counters[w.family.index()];
             c.waiting -= 1;
             c.timeouts += 1;
@@ -289,11 +287,11 @@ unsafe extern "C" fn on_timeout(
     contain("blocked timeout", || {
         let bc = ffi::blocked_handle(ctx);
         let removed = state::with(|e| {
-            let (w, timer) = e.queues.remove_client(bc)?;
+            let w = e.queues.remove_client(bc)?;
             let c = &mut e.counters[w.family.index()];
             c.waiting -= 1;
             c.timeouts += 1;
-            Some(timer)
+            Some(w.timer)
         });
         ctx.reply(&Reply::Nil);
         if let Some(timer) = removed {
@@ -314,9 +312,9 @@ unsafe extern "C" fn on_disconnect(
     let ctx = unsafe { Ctx::from_raw(ctx) };
     contain("blocked disconnect", || {
         let removed = state::with(|e| {
-            let (w, timer) = e.queues.remove_client(bc)?;
+            let w = e.queues.remove_client(bc)?;
             e.counters[w.family.index()].waiting -= 1;
-            Some(timer)
+            Some(w.timer)
         });
         if let Some(timer) = removed {
             stop_wait_timer(ctx, timer);
