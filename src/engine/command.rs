@@ -2,7 +2,8 @@
 //! containment), and the metadata that `COMMAND INFO` / `COMMAND DOCS` show (arity, flags, key
 //! position, summary, complexity, arguments).
 
-use std::ffi::{c_char, c_int, CString};
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use smallvec::SmallVec;
 
@@ -43,6 +44,11 @@ pub trait Command {
     const ARGS: &'static [Arg];
     /// The corral version that introduced the command (COMMAND DOCS `since`).
     const SINCE: &'static str = "0.1.0";
+    /// Not for clients: flagged `internal` where the server knows that flag (Redis 8 answers
+    /// "unknown command" to every connection but the replication link and the AOF loader), and
+    /// left out of the `corral` ACL category. The command must still check who calls it: the
+    /// flag does not exist on Redis 7 or Valkey 8.
+    const INTERNAL: bool = false;
 
     fn run(ctx: Ctx, key: RStr, args: Args) -> CmdResult;
 }
@@ -56,6 +62,7 @@ pub struct CommandDef {
     complexity: &'static str,
     args: &'static [Arg],
     since: &'static str,
+    internal: bool,
     func: ffi::CmdFunc,
 }
 
@@ -68,6 +75,7 @@ pub const fn command<C: Command>() -> CommandDef {
         complexity: C::COMPLEXITY,
         args: C::ARGS,
         since: C::SINCE,
+        internal: C::INTERNAL,
         func: trampoline::<C>,
     }
 }
@@ -109,27 +117,45 @@ unsafe extern "C" fn trampoline<C: Command>(
     raw::REDISMODULE_OK as c_int
 }
 
+/// The ACL category every public corral command is in, where the server has module categories
+/// (Redis ≥ 7.4): `ACL SETUSER app on >pw ~app:* +@corral`.
+pub const ACL_CATEGORY: &CStr = c"corral";
+
+/// Whether `ACL_CATEGORY` exists on this server (set once by `create_acl_category` at load).
+static HAS_CATEGORY: AtomicBool = AtomicBool::new(false);
+
+/// Creates `ACL_CATEGORY` if the server supports module ACL categories. Called once at load,
+/// before any command is registered.
+pub fn create_acl_category(ctx: Ctx) {
+    HAS_CATEGORY.store(ffi::add_acl_category(ctx, ACL_CATEGORY), Ordering::Relaxed);
+}
+
 /// Registers commands and their documentation. Called once from `RedisModule_OnLoad`.
 pub fn register(ctx: Ctx, table: &[CommandDef]) -> Result<(), String> {
     for def in table {
         let name = CString::new(def.name.to_ascii_lowercase()).map_err(|e| e.to_string())?;
         let flags = CString::new(def.flags).map_err(|e| e.to_string())?;
-        // SAFETY: OnLoad context; name/flags are NUL-terminated; Redis copies them.
-        let ok = unsafe {
-            raw::RedisModule_CreateCommand.ok_or("no CreateCommand")?(
-                ctx.as_ptr(),
-                name.as_ptr(),
-                Some(def.func),
-                flags.as_ptr(),
-                1,
-                1,
-                1,
-            )
-        } == raw::REDISMODULE_OK as c_int;
-        if !ok {
+        let registered = if def.internal {
+            // `internal` is Redis 8's; older servers refuse an unknown flag, so fall back.
+            let internal = CString::new(format!("{} internal", def.flags)).unwrap_or_default();
+            ffi::create_command(ctx, &name, def.func, &internal)
+                || ffi::create_command(ctx, &name, def.func, &flags)
+        } else {
+            ffi::create_command(ctx, &name, def.func, &flags)
+        };
+        if !registered {
             return Err(format!("could not register {}", def.name));
         }
-        if let Err(e) = document(ctx, &name, def) {
+        let Some(cmd) = ffi::get_command(ctx, &name) else {
+            return Err(format!("{} is not registered", def.name));
+        };
+        if !def.internal
+            && HAS_CATEGORY.load(Ordering::Relaxed)
+            && !ffi::set_acl_categories(cmd, ACL_CATEGORY)
+        {
+            return Err(format!("could not put {} in @corral", def.name));
+        }
+        if let Err(e) = document(cmd, def) {
             ffi::log(
                 Some(ctx),
                 c"warning",
@@ -158,15 +184,9 @@ impl CStrings {
 }
 
 /// Fills `COMMAND INFO`/`COMMAND DOCS` through RedisModule_SetCommandInfo (Redis ≥ 7.0).
-fn document(ctx: Ctx, name: &CString, def: &CommandDef) -> Result<(), &'static str> {
-    // SAFETY: reads of the API table, written once by RedisModule_Init before OnLoad runs.
-    let (get, set) = unsafe { (raw::RedisModule_GetCommand, raw::RedisModule_SetCommandInfo) };
-    let (get, set) = (get.ok_or("no GetCommand")?, set.ok_or("no SetCommandInfo")?);
-    // SAFETY: OnLoad context, command registered just above.
-    let cmd = unsafe { get(ctx.as_ptr(), name.as_ptr()) };
-    if cmd.is_null() {
-        return Err("command not found");
-    }
+fn document(cmd: ffi::CommandHandle, def: &CommandDef) -> Result<(), &'static str> {
+    // SAFETY: read of the API table, written once by RedisModule_Init before OnLoad runs.
+    let set = unsafe { raw::RedisModule_SetCommandInfo }.ok_or("no SetCommandInfo")?;
     let readonly = def.flags.split(' ').any(|f| f == "readonly");
 
     // SAFETY (zeroed): these are plain C structs for which all-zero means "field absent".
@@ -269,7 +289,7 @@ fn document(ctx: Ctx, name: &CString, def: &CommandDef) -> Result<(), &'static s
     info.args = args.as_mut_ptr();
     // SAFETY: every pointer in `info` (version, specs, args, strings) points into locals that
     // live until after this call; SetCommandInfo copies what it keeps.
-    let ok = unsafe { set(cmd, &info) } == raw::REDISMODULE_OK as c_int;
+    let ok = unsafe { set(cmd.as_ptr(), &info) } == raw::REDISMODULE_OK as c_int;
     ok.then_some(())
         .ok_or("SetCommandInfo refused the metadata")
 }

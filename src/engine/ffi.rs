@@ -85,6 +85,7 @@ pub fn check_api() -> Result<(), &'static str> {
         RedisModule_CreateCommand,
         RedisModule_GetCommand,
         RedisModule_SetCommandInfo,
+        RedisModule_GetClientId,
         RedisModule_SubscribeToKeyspaceEvents,
         RedisModule_SubscribeToServerEvent,
         RedisModule_RegisterInfoFunc,
@@ -213,6 +214,7 @@ pub type CmdResult = Result<Reply, Error>;
 
 pub const CTX_FLAGS_MASTER: c_int = raw::REDISMODULE_CTX_FLAGS_MASTER as c_int;
 const CTX_FLAGS_LOADING: c_int = raw::REDISMODULE_CTX_FLAGS_LOADING as c_int;
+const CTX_FLAGS_REPLICATED: c_int = raw::REDISMODULE_CTX_FLAGS_REPLICATED as c_int;
 const CTX_FLAGS_NO_BLOCK: c_int = (raw::REDISMODULE_CTX_FLAGS_MULTI
     | raw::REDISMODULE_CTX_FLAGS_LUA
     | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING) as c_int;
@@ -241,11 +243,26 @@ impl CtxFlags {
         self.0 & raw::REDISMODULE_CTX_FLAGS_CLUSTER as c_int != 0
     }
 
+    /// True when the running command came from this replica's primary, over the replication
+    /// link (inside the MULTI/EXEC the primary wraps it in, too).
+    pub fn from_primary_link(self) -> bool {
+        self.0 & CTX_FLAGS_REPLICATED != 0
+    }
+
+    /// True while the server loads its data (AOF replay, RDB load, a full sync).
+    pub fn is_loading(self) -> bool {
+        self.0 & CTX_FLAGS_LOADING != 0
+    }
+
     /// False inside MULTI/EXEC, scripts and other contexts that must not block.
     pub fn can_block(self) -> bool {
         self.0 & CTX_FLAGS_NO_BLOCK == 0
     }
 }
+
+/// The id Redis gives the fake client that replays the AOF (`CLIENT_ID_AOF` in Redis and
+/// Valkey: the largest id, which no connection ever gets).
+pub const AOF_CLIENT_ID: u64 = u64::MAX;
 
 /// A module context handed to a callback; valid for that callback only.
 #[derive(Clone, Copy)]
@@ -271,6 +288,12 @@ impl Ctx {
     /// True on a primary that is not loading: the only place leases lapse and grants happen.
     pub fn is_primary(self) -> bool {
         self.flags().is_primary()
+    }
+
+    /// The id of the client running the command: `AOF_CLIENT_ID` while the AOF is replayed.
+    pub fn client_id(self) -> u64 {
+        // SAFETY: plain read of the context's client (0 when there is none).
+        unsafe { api!(RedisModule_GetClientId)(self.0) }
     }
 
     pub fn selected_db(self) -> i32 {
@@ -533,6 +556,52 @@ impl Drop for Key {
 
 // ---------------------------------------------------------------------------------------------
 // Blocked clients
+
+/// Registers a command whose one key is its first argument (first = last = step = 1: every
+/// corral command). False if the server refuses it — e.g. a flag it does not know.
+pub fn create_command(ctx: Ctx, name: &CStr, func: CmdFunc, flags: &CStr) -> bool {
+    // SAFETY: OnLoad context; name and flags are NUL-terminated and copied by Redis.
+    unsafe {
+        api!(RedisModule_CreateCommand)(ctx.0, name.as_ptr(), Some(func), flags.as_ptr(), 1, 1, 1)
+            == raw::REDISMODULE_OK as c_int
+    }
+}
+
+/// A command this module registered, to attach metadata to.
+#[derive(Clone, Copy)]
+pub struct CommandHandle(NonNull<raw::RedisModuleCommand>);
+
+impl CommandHandle {
+    pub fn as_ptr(self) -> *mut raw::RedisModuleCommand {
+        self.0.as_ptr()
+    }
+}
+
+pub fn get_command(ctx: Ctx, name: &CStr) -> Option<CommandHandle> {
+    // SAFETY: OnLoad context; the command was registered by this module.
+    NonNull::new(unsafe { api!(RedisModule_GetCommand)(ctx.0, name.as_ptr()) }).map(CommandHandle)
+}
+
+/// Creates an ACL category for this module's commands (`ACL SETUSER u +@name`). Only servers
+/// with `RedisModule_AddACLCategory` (Redis ≥ 7.4) have module categories: false elsewhere.
+pub fn add_acl_category(ctx: Ctx, name: &CStr) -> bool {
+    // SAFETY: read of the API table; may be absent on older servers (Redis 7.0, Valkey 8).
+    let Some(add) = (unsafe { raw::RedisModule_AddACLCategory }) else {
+        return false;
+    };
+    // SAFETY: OnLoad context (the only place categories may be added); name NUL-terminated.
+    unsafe { add(ctx.0, name.as_ptr()) == raw::REDISMODULE_OK as c_int }
+}
+
+/// Puts a command in ACL categories (space separated), e.g. one made by `add_acl_category`.
+pub fn set_acl_categories(cmd: CommandHandle, categories: &CStr) -> bool {
+    // SAFETY: read of the API table; present wherever add_acl_category succeeded.
+    let Some(set) = (unsafe { raw::RedisModule_SetCommandACLCategories }) else {
+        return false;
+    };
+    // SAFETY: cmd is a registered command; categories is NUL-terminated.
+    unsafe { set(cmd.as_ptr(), categories.as_ptr()) == raw::REDISMODULE_OK as c_int }
+}
 
 /// A client blocked by `block_client`, until it is passed to `unblock_client`.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -66,6 +66,7 @@ fn static_ops<F: Primitive>() -> &'static dyn state::FamilyOps {
 /// event subscriptions, and the `INFO corral` section.
 pub fn init(ctx: Ctx) -> Result<(), String> {
     ffi::check_api().map_err(|f| format!("this server lacks {f} (corral needs Redis ≥ 7.0)"))?;
+    command::create_acl_category(ctx);
     command::register(ctx, &[command::<Apply>()])?;
     if !events::subscribe(ctx) {
         return Err("could not subscribe to keyspace/server events".into());
@@ -80,19 +81,30 @@ pub fn init(ctx: Ctx) -> Result<(), String> {
 }
 
 /// `CORRAL._APPLY key payload`: applies an effect batch. This is what replicas and the AOF
-/// receive instead of the commands clients sent; not meant to be called by hand.
+/// receive instead of the commands clients sent.
+///
+/// It can set any state (any holder, token or deadline), so it is not a door: it runs only
+/// when the server itself replays effects — from the replication link, or from the AOF while
+/// loading. Any client (the default user with `+@all` too, in MULTI or a script) is refused
+/// before its payload is even read.
 pub struct Apply;
 
 impl Command for Apply {
     const NAME: &'static str = "CORRAL._APPLY";
     const FLAGS: &'static str = "write deny-oom";
+    const INTERNAL: bool = true;
     const ARITY: i32 = 3;
     const SUMMARY: &'static str =
-        "Internal: applies replicated corral effects to a key (replication and AOF)";
+        "Internal: applies replicated corral effects to a key (replication link and AOF only)";
     const COMPLEXITY: &'static str = "O(effects)";
     const ARGS: &'static [Arg] = &[Arg::Str("payload")];
 
     fn run(ctx: Ctx, key: RStr, mut args: Args) -> CmdResult {
+        if !replayed_by_server(ctx) {
+            return Err(Error::msg(
+                "ERR CORRAL._APPLY is internal: only the replication link and AOF loading may run it",
+            ));
+        }
         let payload = args.bytes()?;
         args.finish()?;
         let (family, effects) = codec::split_effects(payload)
@@ -101,6 +113,15 @@ impl Command for Apply {
             .ok_or_else(|| Error::msg("ERR CORRAL._APPLY: unknown family"))?;
         ops.apply_replicated(ctx, key, effects)
     }
+}
+
+/// True when the running command is the server replaying effects: sent by this replica's
+/// primary over the replication link, or read from the AOF by the loader (whose fake client
+/// has a reserved id; checking it, not only the loading flag, keeps out clients that a
+/// replica serves while it loads a full sync in the background).
+fn replayed_by_server(ctx: Ctx) -> bool {
+    let flags = ctx.flags();
+    flags.from_primary_link() || (flags.is_loading() && ctx.client_id() == ffi::AOF_CLIENT_ID)
 }
 
 unsafe extern "C" fn on_info(ctx: *mut ffi::raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
