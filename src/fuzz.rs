@@ -14,7 +14,7 @@ use crate::engine::args::{parse_u64, Args, MAX_MS};
 use crate::engine::codec;
 use crate::engine::deadlines::DeadlineMap;
 use crate::engine::tokens::Mint;
-use crate::engine::{Error, Family, Primitive};
+use crate::engine::{decide, Error, Family, Primitive};
 use crate::job::core::{Lane, Pull};
 use crate::job::Jobs;
 use crate::resv::core::Lock;
@@ -288,7 +288,7 @@ fn grant<F: Primitive + Debug>(
     queued: bool,
 ) -> bool {
     let token = mint.peek(now, state.last_token());
-    let Some((effects, _)) = state.grant(req, now, queued, token) else {
+    let Some((effects, _)) = decide(state, req, now, queued, token) else {
         return false;
     };
     let before = state.last_token();
@@ -422,7 +422,7 @@ pub fn slot(data: &[u8]) {
                 };
                 let queued = input.bool();
                 let token = mint.peek(now, p.last_token());
-                if let Some((effects, _)) = p.grant(&get, now, queued, token) {
+                if let Some((effects, _)) = decide(&p, &get, now, queued, token) {
                     let lowest = (0..).find(|s| !held.contains(s)).unwrap_or(0);
                     for e in &effects {
                         if let SlotEffect::Grant { slot, .. } = e {

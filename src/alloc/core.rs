@@ -336,7 +336,6 @@ impl Primitive for Alloc {
         &self,
         drain: &Drain,
         _now: u64,
-        _queued: bool,
         _token: u64,
     ) -> Option<(Effects<AllocEffect>, Reply)> {
         (!self.has_jobs(&drain.instance)).then(|| (Effects::new(), Reply::Int(1)))

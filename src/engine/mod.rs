@@ -25,7 +25,7 @@ use std::ffi::c_int;
 pub use args::Args;
 pub use command::{command, Arg, Command, CommandDef};
 pub use ffi::{CmdResult, Ctx, Error, RStr, Reply};
-pub use primitive::{Effect, Effects, Event, Family, Primitive};
+pub use primitive::{decide, Effect, Effects, Event, Family, Primitive};
 
 /// Runs `f`, turning a panic into `None` (logged, counted) instead of unwinding into Redis,
 /// which would abort the server.

@@ -122,15 +122,26 @@ pub trait Primitive: Default + Clone + Serialize + DeserializeOwned + 'static {
     /// that); the state is left unchanged.
     fn apply(&mut self, effect: &Self::Effect) -> Result<(), &'static str>;
 
-    /// Tries to grant `request` at `now`. `queued` is true when other clients are already
-    /// waiting in line (a fair family then grants only what does not jump the queue, such as a
-    /// holder extending its own lease). `token` is the fencing token a new grant must carry.
-    /// `None` means "not now": the client waits (BLOCK) or gets nil.
+    /// The idempotent re-grant (DESIGN §1): `request`'s holder already holds what it asks for,
+    /// so its lease is extended and it gets the same answer (token) again — a safe retry after a
+    /// lost reply. It takes nothing from anyone, so the engine asks it first, even with others
+    /// waiting in line. `None`: the holder holds nothing here (the default: no re-grants).
+    fn regrant(
+        &self,
+        _request: &Self::Request,
+        _now: u64,
+    ) -> Option<(Effects<Self::Effect>, Reply)> {
+        None
+    }
+
+    /// Grants `request` something new at `now`, carrying the fencing token `token`. The engine
+    /// calls this only when nobody waits ahead of the request in its lane — FIFO fairness is
+    /// the engine's (`decide`), so a family only answers "does it fit now?". `None` means "not
+    /// now": the client waits (BLOCK) or gets nil.
     fn grant(
         &self,
         request: &Self::Request,
         now: u64,
-        queued: bool,
         token: u64,
     ) -> Option<(Effects<Self::Effect>, Reply)>;
 
@@ -178,6 +189,24 @@ pub trait Primitive: Default + Clone + Serialize + DeserializeOwned + 'static {
             None
         }
     }
+}
+
+/// The engine's one rule for a request: the holder's re-grant if it holds; otherwise a new
+/// grant, but only when `queued` is false — nobody waits ahead of it in its lane, so a later
+/// request never jumps the queue (DESIGN §1, "served strictly FIFO"). The commands
+/// (`txn::acquire`) and the wait queues (`txn::serve`) both decide through here.
+pub fn decide<F: Primitive>(
+    state: &F,
+    request: &F::Request,
+    now: u64,
+    queued: bool,
+    token: u64,
+) -> Option<(Effects<F::Effect>, Reply)> {
+    state.regrant(request, now).or_else(|| {
+        (!queued)
+            .then(|| state.grant(request, now, token))
+            .flatten()
+    })
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::codec;
 use super::codec::EffectLog;
 use super::datatype;
 use super::ffi::{self, CmdResult, Ctx, CtxFlags, Error, Key, KeyHolds, RStr, Reply};
-use super::primitive::{Effect, Family, Primitive};
+use super::primitive::{decide, Effect, Family, Primitive};
 use super::scheduler;
 use super::state::{self, key_bytes, FamilyOps, KeyBytes, KeyRef};
 use super::waiters;
@@ -318,7 +318,7 @@ pub fn acquire<F: Primitive>(
     txn.settle();
     let queued = txn.waiting(F::lane(&request));
     let token = txn.token();
-    if let Some((effects, reply)) = F::grant(txn.state(), &request, txn.now(), queued, token) {
+    if let Some((effects, reply)) = decide(txn.state(), &request, txn.now(), queued, token) {
         let applied = txn.apply(effects);
         txn.commit();
         return applied.map(|_| reply).map_err(internal);

@@ -25,7 +25,7 @@ use ahash::AHashMap;
 
 use super::contain;
 use super::ffi::{self, BlockedClient, Ctx, Reply};
-use super::primitive::{Effects, Family, Primitive};
+use super::primitive::{decide, Effects, Family, Primitive};
 use super::state::{self, KeyRef};
 use super::txn::Txn;
 
@@ -177,7 +177,8 @@ pub fn serve<F: Primitive>(txn: &mut Txn<F>) {
                 return Some(Next::Mismatch(id));
             };
             let token = e.mint.peek(now, txn.state().last_token());
-            Some(match F::grant(txn.state(), req, now, false, token) {
+            // The head of its lane: nobody is ahead of it.
+            Some(match decide(txn.state(), req, now, false, token) {
                 Some((effects, reply)) => Next::Grant(id, effects, reply),
                 None => Next::LaneWaits(id.0),
             })

@@ -604,31 +604,28 @@ impl Jobs {
         Ok(())
     }
 
-    fn grant_work(
-        &self,
-        req: &Pull,
-        now: u64,
-        queued: bool,
-        token: u64,
-    ) -> Option<(Effects<JobEffect>, Reply)> {
-        // Idempotent re-grant: a worker that holds a job gets it again, extended, same token.
-        if let Some(&id) = self.workers.get(&req.worker) {
-            let (deadline, w) = self.working.get(&id)?;
-            if deadline <= now {
-                // Lapses before anything is granted (the engine settles first); never grant a
-                // second lease to the same worker meanwhile.
-                return None;
-            }
-            let renew = JobEffect::Renew {
-                id,
-                deadline: now + req.ttl,
-            };
-            return Some((
-                smallvec![renew],
-                pull_reply(id, &w.job.request, w.lease.token),
-            ));
+    /// A worker that holds a job gets it again, extended, same token.
+    fn regrant_work(&self, req: &Pull, now: u64) -> Option<(Effects<JobEffect>, Reply)> {
+        let &id = self.workers.get(&req.worker)?;
+        let (deadline, w) = self.working.get(&id)?;
+        // A lease past its deadline lapses before anything is granted (the engine settles
+        // first); it is never extended.
+        if deadline <= now {
+            return None;
         }
-        if queued {
+        let renew = JobEffect::Renew {
+            id,
+            deadline: now + req.ttl,
+        };
+        Some((
+            smallvec![renew],
+            pull_reply(id, &w.job.request, w.lease.token),
+        ))
+    }
+
+    fn grant_work(&self, req: &Pull, now: u64, token: u64) -> Option<(Effects<JobEffect>, Reply)> {
+        // One work lease per worker: never a second one, even for a lease not yet lapsed.
+        if self.workers.contains_key(&req.worker) {
             return None;
         }
         let (&id, job) = self.pullable.first_key_value()?;
@@ -641,26 +638,28 @@ impl Jobs {
         Some((smallvec![grant], pull_reply(id, &job.request, token)))
     }
 
+    /// A worker that holds a notification lease gets that job again, extended, same token.
+    fn regrant_notify(&self, req: &Pull, now: u64) -> Option<(Effects<JobEffect>, Reply)> {
+        let &id = self.notifiers.get(&req.worker)?;
+        let (deadline, l) = self.notifying.get(&id)?;
+        let f = self.fulfilled.get(&id)?;
+        if deadline <= now {
+            return None;
+        }
+        let renew = JobEffect::NotifyRenew {
+            id,
+            deadline: now + req.ttl,
+        };
+        Some((smallvec![renew], notify_reply(id, f, l.token)))
+    }
+
     fn grant_notify(
         &self,
         req: &Pull,
         now: u64,
-        queued: bool,
         token: u64,
     ) -> Option<(Effects<JobEffect>, Reply)> {
-        if let Some(&id) = self.notifiers.get(&req.worker) {
-            let (deadline, l) = self.notifying.get(&id)?;
-            let f = self.fulfilled.get(&id)?;
-            if deadline <= now {
-                return None;
-            }
-            let renew = JobEffect::NotifyRenew {
-                id,
-                deadline: now + req.ttl,
-            };
-            return Some((smallvec![renew], notify_reply(id, f, l.token)));
-        }
-        if queued {
+        if self.notifiers.contains_key(&req.worker) {
             return None;
         }
         let &id = self.notifiable.first()?;
@@ -824,16 +823,17 @@ impl Primitive for Jobs {
         Ok(())
     }
 
-    fn grant(
-        &self,
-        req: &Pull,
-        now: u64,
-        queued: bool,
-        token: u64,
-    ) -> Option<(Effects<JobEffect>, Reply)> {
+    fn regrant(&self, req: &Pull, now: u64) -> Option<(Effects<JobEffect>, Reply)> {
         match req.lane {
-            Lane::Work => self.grant_work(req, now, queued, token),
-            Lane::Notify => self.grant_notify(req, now, queued, token),
+            Lane::Work => self.regrant_work(req, now),
+            Lane::Notify => self.regrant_notify(req, now),
+        }
+    }
+
+    fn grant(&self, req: &Pull, now: u64, token: u64) -> Option<(Effects<JobEffect>, Reply)> {
+        match req.lane {
+            Lane::Work => self.grant_work(req, now, token),
+            Lane::Notify => self.grant_notify(req, now, token),
         }
     }
 
@@ -985,6 +985,7 @@ mod tests {
     use super::*;
     use crate::engine::codec;
     use crate::engine::deadlines::assert_close;
+    use crate::engine::decide;
 
     /// Asserts that the derived indexes match the tables.
     fn check(j: &Jobs) {
@@ -1026,7 +1027,7 @@ mod tests {
 
     /// Grants (or not) and applies; returns the reply.
     fn take(j: &mut Jobs, req: &Pull, now: u64, token: u64) -> Option<Reply> {
-        let (effects, reply) = j.grant(req, now, false, token)?;
+        let (effects, reply) = decide(j, req, now, false, token)?;
         run(j, &effects);
         Some(reply)
     }
@@ -1170,8 +1171,8 @@ mod tests {
         assert_eq!(r1, r2);
         assert_eq!(j.get(1, 50).unwrap().lease.unwrap().deadline, 550);
         // Even with others in line.
-        assert!(j.grant(&pull(Lane::Work, "w", 10), 60, true, 5).is_some());
-        assert!(j.grant(&pull(Lane::Work, "x", 10), 60, true, 5).is_none());
+        assert!(decide(&j, &pull(Lane::Work, "w", 10), 60, true, 5).is_some());
+        assert!(decide(&j, &pull(Lane::Work, "x", 10), 60, true, 5).is_none());
     }
 
     #[test]
@@ -1445,7 +1446,7 @@ mod tests {
                     );
                 }
                 2 | 3 => {
-                    let got = j.grant(&pull(Lane::Work, &worker, ttl), now, false, token);
+                    let got = decide(&j, &pull(Lane::Work, &worker, ttl), now, false, token);
                     let held = model
                         .iter()
                         .find(|(_, m)| m.work.as_ref().is_some_and(|w| w.0 == worker));
@@ -1465,7 +1466,7 @@ mod tests {
                     }
                 }
                 4 => {
-                    let got = j.grant(&pull(Lane::Notify, &worker, ttl), now, false, token);
+                    let got = decide(&j, &pull(Lane::Notify, &worker, ttl), now, false, token);
                     let held = model
                         .iter()
                         .find(|(_, m)| m.notify.as_ref().is_some_and(|w| w.0 == worker));

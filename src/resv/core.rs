@@ -147,33 +147,24 @@ impl Primitive for Resv {
         Ok(())
     }
 
-    fn grant(
-        &self,
-        lock: &Lock,
-        now: u64,
-        queued: bool,
-        token: u64,
-    ) -> Option<(Effects<ResvEffect>, Reply)> {
-        match self.held_at(now) {
-            // Idempotent re-grant: the holder extends and gets its token back.
-            Some(h) if h.holder == lock.holder => Some((
-                smallvec![ResvEffect::Renew {
-                    deadline: now + lock.ttl,
-                }],
-                Reply::Int(h.token as i64),
-            )),
-            Some(_) => None,
-            // Free, but others were waiting first: they go first.
-            None if queued => None,
-            None => Some((
-                smallvec![ResvEffect::Grant {
-                    holder: lock.holder.clone(),
-                    deadline: now + lock.ttl,
-                    token,
-                }],
-                Reply::Int(token as i64),
-            )),
+    fn regrant(&self, lock: &Lock, now: u64) -> Option<(Effects<ResvEffect>, Reply)> {
+        let h = self.held_at(now).filter(|h| h.holder == lock.holder)?;
+        let renew = ResvEffect::Renew {
+            deadline: now + lock.ttl,
+        };
+        Some((smallvec![renew], Reply::Int(h.token as i64)))
+    }
+
+    fn grant(&self, lock: &Lock, now: u64, token: u64) -> Option<(Effects<ResvEffect>, Reply)> {
+        if self.held_at(now).is_some() {
+            return None;
         }
+        let grant = ResvEffect::Grant {
+            holder: lock.holder.clone(),
+            deadline: now + lock.ttl,
+            token,
+        };
+        Some((smallvec![grant], Reply::Int(token as i64)))
     }
 
     fn lapse(&self, now: u64, out: &mut Vec<ResvEffect>) {
@@ -217,6 +208,7 @@ impl Primitive for Resv {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::decide;
 
     fn lock(holder: &str, ttl: u64) -> Lock {
         Lock {
@@ -234,12 +226,12 @@ mod tests {
     #[test]
     fn lock_relock_release() {
         let mut r = Resv::default();
-        let (e, reply) = r.grant(&lock("a", 100), 1000, false, 7).unwrap();
+        let (e, reply) = decide(&r, &lock("a", 100), 1000, false, 7).unwrap();
         assert_eq!(reply, Reply::Int(7));
         run(&mut r, e);
-        assert!(r.grant(&lock("b", 100), 1050, false, 8).is_none());
+        assert!(decide(&r, &lock("b", 100), 1050, false, 8).is_none());
         // Same holder: extends, same token, even with others queued.
-        let (e, reply) = r.grant(&lock("a", 500), 1050, true, 9).unwrap();
+        let (e, reply) = decide(&r, &lock("a", 500), 1050, true, 9).unwrap();
         assert_eq!(reply, Reply::Int(7));
         run(&mut r, e);
         assert_eq!(r.next_deadline(), Some(1550));
@@ -256,7 +248,7 @@ mod tests {
     #[test]
     fn lapse_at_deadline_exactly() {
         let mut r = Resv::default();
-        let e = r.grant(&lock("a", 100), 0, false, 1).unwrap().0;
+        let e = decide(&r, &lock("a", 100), 0, false, 1).unwrap().0;
         run(&mut r, e);
         let mut out = vec![];
         r.lapse(99, &mut out);
@@ -271,13 +263,13 @@ mod tests {
     #[test]
     fn queued_free_lock_waits() {
         let r = Resv::default();
-        assert!(r.grant(&lock("a", 1), 0, true, 1).is_none());
+        assert!(decide(&r, &lock("a", 1), 0, true, 1).is_none());
     }
 
     #[test]
     fn check_tokens() {
         let mut r = Resv::default();
-        let e = r.grant(&lock("a", 100), 0, false, 5).unwrap().0;
+        let e = decide(&r, &lock("a", 100), 0, false, 5).unwrap().0;
         run(&mut r, e);
         assert_eq!(r.check(b"a", 5, 10), Ok(()));
         assert_eq!(
@@ -293,7 +285,7 @@ mod tests {
     #[test]
     fn rebuild_reproduces_state() {
         let mut r = Resv::default();
-        let e = r.grant(&lock("a\0b", 100), 0, false, 5).unwrap().0;
+        let e = decide(&r, &lock("a\0b", 100), 0, false, 5).unwrap().0;
         run(&mut r, e);
         let mut copy = Resv::default();
         run(&mut copy, r.rebuild());

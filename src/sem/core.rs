@@ -217,24 +217,19 @@ impl Primitive for Sem {
         Ok(())
     }
 
-    fn grant(
-        &self,
-        req: &Acquire,
-        now: u64,
-        queued: bool,
-        token: u64,
-    ) -> Option<(Effects<SemEffect>, Reply)> {
-        // "Acquire or extend": a holder that holds renews, even when the semaphore is full, and
-        // keeps its token and its permit count.
-        if let Some((_, p)) = self.live(&req.holder, now) {
-            let renew = SemEffect::Renew {
-                holder: req.holder.clone(),
-                deadline: now + req.ttl,
-            };
-            return Some((smallvec![renew], Reply::Int(p.token as i64)));
-        }
-        // Others were first in line: they go first, even if this request would fit.
-        if queued || self.count_at(now) + u64::from(req.permits) > req.capacity {
+    /// "Acquire or extend": a holder that holds renews, even when the semaphore is full, and
+    /// keeps its token and its permit count.
+    fn regrant(&self, req: &Acquire, now: u64) -> Option<(Effects<SemEffect>, Reply)> {
+        let (_, p) = self.live(&req.holder, now)?;
+        let renew = SemEffect::Renew {
+            holder: req.holder.clone(),
+            deadline: now + req.ttl,
+        };
+        Some((smallvec![renew], Reply::Int(p.token as i64)))
+    }
+
+    fn grant(&self, req: &Acquire, now: u64, token: u64) -> Option<(Effects<SemEffect>, Reply)> {
+        if self.count_at(now) + u64::from(req.permits) > req.capacity {
             return None;
         }
         let grant = SemEffect::Grant {
@@ -315,6 +310,7 @@ impl Sem {
 mod tests {
     use super::*;
     use crate::engine::deadlines::assert_close;
+    use crate::engine::decide;
 
     /// Found by fuzzing (decode target): a stored value whose permit count was below its
     /// holders' permits loaded, and releasing a holder then underflowed the count (a panic, or
@@ -346,7 +342,7 @@ mod tests {
 
     /// Grants (or fails) and applies; returns the token.
     fn take(s: &mut Sem, req: &Acquire, now: u64, queued: bool, token: u64) -> Option<i64> {
-        let (effects, reply) = s.grant(req, now, queued, token)?;
+        let (effects, reply) = decide(s, req, now, queued, token)?;
         for e in effects {
             s.apply(&e).unwrap();
         }
@@ -388,7 +384,7 @@ mod tests {
     fn queued_requests_do_not_jump_the_line() {
         let mut s = Sem::default();
         take(&mut s, &acq("a", 4, 2, 100), 0, false, 1);
-        assert!(s.grant(&acq("small", 4, 1, 100), 0, true, 2).is_none());
+        assert!(decide(&s, &acq("small", 4, 1, 100), 0, true, 2).is_none());
     }
 
     #[test]

@@ -427,29 +427,19 @@ impl Primitive for Pool {
         Ok(())
     }
 
-    fn grant(
-        &self,
-        get: &Get,
-        now: u64,
-        queued: bool,
-        token: u64,
-    ) -> Option<(Effects<SlotEffect>, Reply)> {
-        let deadline = get.ttl.map(|ttl| now + ttl);
-        // Idempotent re-grant: a holder asking again gets its slot and token back, and the
-        // slot's lease becomes what this GET asks for (even with others in line).
-        if let Some(&slot) = get.holder.as_ref().and_then(|h| self.by_holder.get(h)) {
-            let v = self.view(slot)?;
-            let effects = if deadline.is_none() && v.deadline.is_none() {
-                Effects::new()
-            } else {
-                smallvec![SlotEffect::Renew { slot, deadline }]
-            };
-            return Some((effects, granted(slot, v.token?, get.withtoken)));
-        }
-        // Slots are free, but others were waiting first: they go first.
-        if queued {
-            return None;
-        }
+    /// A holder asking again gets its slot and token back, and the slot's lease becomes what
+    /// this GET asks for (`TTL ms` from now, or none): a `renew`, like every family's re-grant.
+    fn regrant(&self, get: &Get, now: u64) -> Option<(Effects<SlotEffect>, Reply)> {
+        let &slot = self.by_holder.get(get.holder.as_ref()?)?;
+        let v = self.view(slot)?;
+        let renew = SlotEffect::Renew {
+            slot,
+            deadline: get.ttl.map(|ttl| now + ttl),
+        };
+        Some((smallvec![renew], granted(slot, v.token?, get.withtoken)))
+    }
+
+    fn grant(&self, get: &Get, now: u64, token: u64) -> Option<(Effects<SlotEffect>, Reply)> {
         let slot = self.s.bits.lowest_free();
         if slot >= get.limit.unwrap_or(MAX_SLOTS).min(MAX_SLOTS) {
             return None;
@@ -457,7 +447,7 @@ impl Primitive for Pool {
         let grant = SlotEffect::Grant {
             slot,
             holder: get.holder.clone(),
-            deadline,
+            deadline: get.ttl.map(|ttl| now + ttl),
             token,
         };
         Some((smallvec![grant], granted(slot, token, get.withtoken)))
@@ -556,6 +546,7 @@ impl<'de> Deserialize<'de> for Pool {
 mod tests {
     use super::*;
     use crate::engine::deadlines::assert_close;
+    use crate::engine::decide;
 
     fn get() -> Get {
         Get::default()
@@ -577,7 +568,7 @@ mod tests {
 
     /// GETs `req` at `now` with token `token`; the granted slot.
     fn take(p: &mut Pool, req: &Get, now: u64, token: u64) -> Option<u64> {
-        let (effects, reply) = p.grant(req, now, false, token)?;
+        let (effects, reply) = decide(p, req, now, false, token)?;
         run(p, effects);
         match reply {
             Reply::Int(s) => Some(s as u64),
@@ -632,13 +623,13 @@ mod tests {
         };
         assert_eq!(take(&mut p, &lim, 0, 1), Some(0));
         assert_eq!(take(&mut p, &lim, 0, 2), Some(1));
-        assert!(p.grant(&lim, 0, false, 3).is_none(), "full");
+        assert!(decide(&p, &lim, 0, false, 3).is_none(), "full");
         assert_eq!(take(&mut p, &get(), 0, 3), Some(2), "no LIMIT: more exist");
         put(&mut p, 1);
         assert_eq!(take(&mut p, &lim, 0, 4), Some(1));
         // Others in line: a new GET waits its turn.
         put(&mut p, 0);
-        assert!(p.grant(&lim, 0, true, 5).is_none());
+        assert!(decide(&p, &lim, 0, true, 5).is_none());
     }
 
     #[test]
@@ -690,7 +681,7 @@ mod tests {
             withtoken: true,
             ..held("a", Some(100))
         };
-        let (e, reply) = p.grant(&a, 0, false, 7).unwrap();
+        let (e, reply) = decide(&p, &a, 0, false, 7).unwrap();
         assert_eq!(reply, Reply::Array(vec![Reply::Int(0), Reply::Int(7)]));
         run(&mut p, e);
         take(&mut p, &get(), 0, 8);
@@ -705,12 +696,12 @@ mod tests {
         run(&mut p, vec![e]);
         assert_eq!(p.slot_at(0, 50).unwrap().deadline, Some(1050));
         // Same holder again, even with others in line: same slot, same token, new lease.
-        let (e, reply) = p.grant(&a, 60, true, 99).unwrap();
+        let (e, reply) = decide(&p, &a, 60, true, 99).unwrap();
         assert_eq!(reply, Reply::Array(vec![Reply::Int(0), Reply::Int(7)]));
         run(&mut p, e);
         assert_eq!(p.slot_at(0, 60).unwrap().deadline, Some(160));
         // Without TTL the slot becomes unleased; with TTL again leased.
-        let (e, _) = p.grant(&held("a", None), 70, false, 99).unwrap();
+        let (e, _) = decide(&p, &held("a", None), 70, false, 99).unwrap();
         run(&mut p, e);
         assert_eq!(
             p.slot_at(0, 10_000),
@@ -720,9 +711,10 @@ mod tests {
                 token: Some(7)
             })
         );
-        let (e, _) = p.grant(&held("a", None), 70, false, 99).unwrap();
-        assert!(e.is_empty(), "nothing to change");
-        let (e, _) = p.grant(&held("a", Some(5)), 70, false, 99).unwrap();
+        let (e, _) = decide(&p, &held("a", None), 70, false, 99).unwrap();
+        assert_eq!(e.len(), 1, "a renew even when nothing changes (slot.renew)");
+        run(&mut p, e);
+        let (e, _) = decide(&p, &held("a", Some(5)), 70, false, 99).unwrap();
         run(&mut p, e);
         assert_eq!(p.slot_at(0, 70).unwrap().deadline, Some(75));
         // An anonymous unleased slot has no stored token.
