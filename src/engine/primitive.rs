@@ -63,6 +63,8 @@ pub enum Event {
     Renew,
     Release,
     Lapse,
+    /// A notification of the family's own, named in full (e.g. `c"job.fail"`); no INFO counter.
+    Custom(&'static CStr),
     /// Changes that are not lease events (e.g. a job created); no notification.
     Other,
 }
@@ -79,12 +81,15 @@ impl Event {
             Event::Renew => Some("renew"),
             Event::Release => Some("release"),
             Event::Lapse => Some("lapse"),
-            Event::Other => None,
+            Event::Custom(_) | Event::Other => None,
         }
     }
 
     /// The keyspace notification `<family>.<event>` (e.g. `sem.lapse`), built once.
     pub fn notification(self, family: Family) -> Option<&'static CStr> {
+        if let Event::Custom(name) = self {
+            return Some(name);
+        }
         static NAMES: OnceLock<Vec<CString>> = OnceLock::new();
         let names = NAMES.get_or_init(|| {
             Family::ALL
@@ -230,5 +235,6 @@ mod tests {
             Some(&*dotted("job", "release"))
         );
         assert_eq!(name(Event::Other, Family::Alloc), None);
+        assert_eq!(name(Event::Custom(c"job.fail"), Family::Job), Some("job.fail"));
     }
 }

@@ -51,7 +51,7 @@ impl Counters {
             Event::Renew => self.renewals += 1,
             Event::Release => self.releases += 1,
             Event::Lapse => self.lapses += 1,
-            Event::Other => {}
+            Event::Custom(_) | Event::Other => {}
         }
     }
 }

@@ -339,6 +339,37 @@ pub fn acquire<F: Primitive>(
     }
 }
 
+/// A change, then a grant in the same transaction (one round trip, one replicated batch):
+/// `decide` as for `write`; once its effects are applied (and waiters served), `next` is
+/// decided as `acquire` would without blocking — behind anyone already waiting in its lane —
+/// and its answer (a grant's reply, or nil) is the command's. An error from `decide` changes
+/// nothing and is the answer. E.g. `JOB.FULFILL … NEXT worker ms`: fulfil, then pull.
+pub fn write_then_acquire<F: Primitive, E: IntoIterator<Item = F::Effect>>(
+    ctx: Ctx,
+    name: RStr,
+    decide_change: impl FnOnce(&F, u64, u64) -> Result<(E, Reply), Error>,
+    next: F::Request,
+) -> CmdResult {
+    let mut txn = Txn::<F>::open_primary(ctx, name)?;
+    txn.settle();
+    let token = txn.token();
+    let result = match decide_change(txn.state(), txn.now(), token) {
+        Ok((effects, _)) => txn.apply(effects).map_err(internal),
+        Err(e) => Err(e),
+    };
+    let result = result.and_then(|()| {
+        waiters::serve(&mut txn);
+        let queued = txn.waiting(F::lane(&next));
+        let token = txn.token();
+        match decide(txn.state(), &next, txn.now(), queued, token) {
+            Some((effects, reply)) => txn.apply(effects).map(|_| reply).map_err(internal),
+            None => Ok(Reply::Nil),
+        }
+    });
+    txn.commit();
+    result
+}
+
 fn internal(e: &'static str) -> Error {
     Error::msg(format!("ERR corral internal error: {e}"))
 }
