@@ -214,7 +214,7 @@ fn verify(c: &mut Connection, acked: &[Acked], uncertain: &HashSet<String>) {
         }
         for key in a.unlocked.iter().filter(|k| !uncertain.contains(*k)) {
             let v: Value = redis::cmd("RESV.INFO").arg(key).query(c).unwrap();
-            assert_eq!(v, Value::Nil, "{key} was released");
+            assert_eq!(field(&v, "holder"), Value::Nil, "{key} was released");
         }
         for (h, t) in &a.permits {
             if !uncertain.contains(h) {

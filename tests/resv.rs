@@ -36,7 +36,11 @@ fn lock_block(c: &mut Connection, key: &str, holder: &str, ms: u64, block: u64) 
 /// RESV.INFO as (holder, ttl, token, waiters), None when free.
 fn info(c: &mut Connection, key: &str) -> Option<(String, i64, i64, i64)> {
     let v: Value = redis::cmd("RESV.INFO").arg(key).query(c).unwrap();
-    if v == Value::Nil {
+    if field(&v, "holder") == Value::Nil {
+        assert_eq!(
+            (field(&v, "ttl"), field(&v, "token")),
+            (Value::Nil, Value::Nil)
+        );
         return None;
     }
     let holder = match field(&v, "holder") {
@@ -51,7 +55,11 @@ fn info(c: &mut Connection, key: &str) -> Option<(String, i64, i64, i64)> {
 }
 
 fn waiters(c: &mut Connection, key: &str) -> i64 {
-    info(c, key).map_or(0, |i| i.3)
+    let v: Value = redis::cmd("RESV.INFO").arg(key).query(c).unwrap();
+    match field(&v, "waiters") {
+        Value::Int(n) => n,
+        v => panic!("waiters: {v:?}"),
+    }
 }
 
 #[test]
@@ -63,11 +71,11 @@ fn lock_renew_release_and_notheld() {
     assert_eq!(lock(&mut c, "k", "b", 10_000), None, "held by a");
     assert_eq!(
         error_of(&mut c, &[b"RESV.RENEW", b"k", b"b", b"1000"]),
-        "NOTHELD lost to a"
+        "NOTHELD the reservation is held by a"
     );
     assert_eq!(
         error_of(&mut c, &[b"RESV.RELEASE", b"k", b"b"]),
-        "NOTHELD lost to a"
+        "NOTHELD the reservation is held by a"
     );
     assert_eq!(int(&mut c, &["RESV.RENEW", "k", "a", "20000"]), 1);
     let ttl = info(&mut c, "k").unwrap().1;
@@ -101,7 +109,7 @@ fn notheld_after_expiry() {
     thread::sleep(Duration::from_millis(400));
     assert_eq!(
         error_of(&mut c, &[b"RESV.RENEW", b"k", b"a", b"1000"]),
-        "NOTHELD expired"
+        "NOTHELD the reservation is not held (lapsed, released or never locked)"
     );
     assert!(error_of(&mut c, &[b"RESV.CHECK", b"k", b"a", b"1"]).starts_with("NOTHELD"));
 }
@@ -451,7 +459,7 @@ fn malformed_input_gets_errors_and_server_lives() {
     assert!(t.is_some());
     let e = error_of(&mut c, &[b"RESV.RELEASE", b"b", b"other"]);
     assert!(
-        e.starts_with("NOTHELD lost to \\x00\\xff\\x0d\\x0a holder"),
+        e.starts_with("NOTHELD the reservation is held by \\x00\\xff\\x0d\\x0a holder"),
         "{e}"
     );
     let t: Option<i64> = redis::cmd("RESV.LOCK")

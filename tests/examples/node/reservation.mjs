@@ -48,9 +48,9 @@ const job_name = 'report-job';
 const key = `reservation-${job_name}`;
 const admin = new Redis(url);
 await admin.del(key);
-const info = async () => { // RESV.INFO is a map: [k, v, k, v, …] over RESP2; nil when free
+const info = async () => { // RESV.INFO is a map: [k, v, k, v, …] over RESP2; holder null when free
   const flat = await admin.call('RESV.INFO', key);
-  return flat && Object.fromEntries(flat.flatMap((v, i) => (i % 2 ? [] : [[v, flat[i + 1]]])));
+  return Object.fromEntries(flat.flatMap((v, i) => (i % 2 ? [] : [[v, flat[i + 1]]])));
 };
 
 // heartbeat every 250 ms, reservation lasts 1 s unless renewed
@@ -82,7 +82,7 @@ console.log(`worker-1 released; worker-2 got it at once (token ${worker2.token})
 
 // Fencing: worker-1's old token no longer guards anything.
 await assert.rejects(admin.call('RESV.CHECK', key, worker1.holder, worker1.token),
-  { message: `NOTHELD lost to ${worker2.holder}` });
+  { message: `NOTHELD the reservation is held by ${worker2.holder}` });
 assert.equal(await admin.call('RESV.CHECK', key, worker2.holder, worker2.token), 1);
 
 // worker-2 "crashes": no heartbeat, no release. worker-3 waits and is granted the moment
@@ -95,9 +95,9 @@ console.log(`worker-2 stopped heart-beating; worker-3 got the lock when it lapse
 // worker-2 comes back and releases: corral tells it the reservation was lost.
 await assert.rejects(worker2.release(), (err) => {
   console.log(`worker-2 release: ${err.message} (Could not release lock, maybe the reservation was already lost?)`);
-  return err.message === `NOTHELD lost to ${worker3.holder}`;
+  return err.message === `NOTHELD the reservation is held by ${worker3.holder}`;
 });
 
 assert.equal(await worker3.release(), 1);
-assert.equal(await info(), null);
+assert.equal((await info()).holder, null);
 await Promise.all([admin, worker1, worker2, worker3].map((w) => (w.redis ?? w).quit()));

@@ -26,7 +26,7 @@ def connect():
 
 def info(r, resource):
     reply = r.execute_command("RESV.INFO", resource)
-    return None if reply is None else dict(zip(reply[::2], reply[1::2]))
+    return dict(zip(reply[::2], reply[1::2]))  # holder, ttl, token are None when free
 
 
 r = connect()
@@ -74,7 +74,7 @@ try:
     r.execute_command("RESV.RENEW", job_name, "worker-2", LOCK_TTL)
     raise AssertionError("an expired lock must not renew")
 except redis.ResponseError as e:
-    assert str(e) == "NOTHELD lost to worker-1", e
+    assert str(e) == "NOTHELD the reservation is held by worker-1", e
 assert r.execute_command("RESV.CHECK", job_name, "worker-1", token3) == 1
 try:
     r.execute_command("RESV.CHECK", job_name, "worker-1", token1)
@@ -84,5 +84,5 @@ except redis.ResponseError as e:
     print(f"check with worker-1's first token -> {e}")
 
 assert r.execute_command("RESV.RELEASE", job_name, "worker-1") == 1
-assert info(r, job_name) is None
+assert info(r, job_name)["holder"] is None
 print("ok")

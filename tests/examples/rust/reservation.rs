@@ -21,7 +21,8 @@ fn connect() -> RedisResult<Connection> {
     Ok(con)
 }
 
-fn info(con: &mut Connection) -> RedisResult<Option<HashMap<String, String>>> {
+/// RESV.INFO: holder, ttl, token (None when free) and waiters.
+fn info(con: &mut Connection) -> RedisResult<HashMap<String, Option<String>>> {
     redis::cmd("RESV.INFO").arg(JOB).query(con)
 }
 
@@ -58,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         resv(&mut connect()?, "LOCK", ("worker-2", 1000, "BLOCK", 0))
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while info(con)?.expect("held by worker-1")["waiters"] != "1" {
+    while info(con)?["waiters"].as_deref() != Some("1") {
         assert!(Instant::now() < deadline, "worker-2 never queued");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -83,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let err = resv::<i64>(con, "RENEW", ("worker-2", LOCK_TTL)).unwrap_err();
     assert_eq!(
         (err.code(), err.detail()),
-        (Some("NOTHELD"), Some("lost to worker-1"))
+        (Some("NOTHELD"), Some("the reservation is held by worker-1"))
     );
     assert_eq!(resv::<i64>(con, "CHECK", ("worker-1", token3))?, 1);
     let err = resv::<i64>(con, "CHECK", ("worker-1", token1)).unwrap_err();
@@ -91,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("check with worker-1's first token -> {err}");
 
     assert_eq!(resv::<i64>(con, "RELEASE", "worker-1")?, 1);
-    assert_eq!(info(con)?, None); // free: the key is gone
+    assert_eq!(info(con)?["holder"], None); // free: the key is gone
     println!("ok");
     Ok(())
 }
