@@ -18,7 +18,8 @@
 
 use std::fmt::Write as _;
 
-use super::report::{num, Kind, Meta, Plot, Point, Row};
+use crate::meta::Meta;
+use crate::report::{num, Kind, Plot, Point, Row};
 
 /// One chart: its file name (in the results directory), title and SVG text.
 pub struct Chart {

@@ -1,0 +1,703 @@
+//! RESV: locks with fencing tokens and FIFO blocking waiters.
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::common::{client, Server, ServerOptions};
+use crate::report::{Kind, Report, Row, Target};
+use crate::resp::{self, Reply};
+use crate::util::{
+    args, cmdstats, is_int, is_nil, is_ok, is_one, measure, min, percentile, refs, reset_stats,
+    Args, Check, ServerTime, Workload,
+};
+
+const FAMILY: &str = "RESV";
+
+/// A script-based lock as lock libraries send it: `SET NX PX` inside a script…
+const LUA_LOCK: &str = "return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])";
+/// …and the compare-and-delete unlock.
+const LUA_UNLOCK: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// (a) Server time per lock + release, from `INFO commandstats`, against `SET NX PX` +
+/// `DEL` and against the Lua lock/unlock scripts, all on one server.
+///
+/// Each workload runs `ITERS` lock+unlock pairs on one key, pipelined 100 pairs at a
+/// time (the client's speed does not matter: only the server's time per call counts).
+/// It runs `ROUNDS` times, interleaved with the others, after a `CONFIG RESETSTAT`
+/// each time; each workload's best (lowest) round is reported. Noise on this 2-core
+/// machine (client and server share it) only ever adds time, so the minimum is the
+/// steadiest estimate; rounds vary by ±20% from one another.
+///
+/// Lua accounting (checked on Redis 7.0.15): commands a script runs with `redis.call`
+/// are also counted under their own entries (`cmdstat_set`, `cmdstat_get`,
+/// `cmdstat_del`), and `cmdstat_evalsha`'s usec already covers the whole script run,
+/// those inner calls included. So the Lua baseline is `cmdstat_evalsha` alone; adding
+/// the inner entries would count them twice.
+///
+/// A fourth, informational workload shows the floor of any module command here:
+/// `RESV.INFO` on a free key (parse, open an empty key, reply nil) against `GET` on a
+/// missing key, so the gap above that floor is visibly corral's own work.
+pub fn server_time(report: &mut Report) {
+    const ITERS: usize = 50_000;
+    const ROUNDS: usize = 5;
+
+    let srv = Server::start();
+    let mut admin = srv.conn();
+    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    let load = |admin: &mut redis::Connection, src: &str| -> String {
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(src)
+            .query(admin)
+            .expect("SCRIPT LOAD")
+    };
+    let lock_sha = load(&mut admin, LUA_LOCK);
+    let unlock_sha = load(&mut admin, LUA_UNLOCK);
+
+    let workloads = [
+        Workload::new(
+            "corral",
+            vec![
+                (args(&["RESV.LOCK", "k", "holder", "10000"]), is_int),
+                (args(&["RESV.RELEASE", "k", "holder"]), is_one),
+            ],
+            &["resv.lock", "resv.release"],
+        ),
+        Workload::new(
+            "SET NX PX + DEL",
+            vec![
+                (args(&["SET", "k", "holder", "NX", "PX", "10000"]), is_ok),
+                (args(&["DEL", "k"]), is_one),
+            ],
+            &["set", "del"],
+        ),
+        Workload::new(
+            "Lua lock + unlock (EVALSHA)",
+            vec![
+                (
+                    args(&["EVALSHA", &lock_sha, "1", "k", "holder", "10000"]),
+                    is_ok,
+                ),
+                (args(&["EVALSHA", &unlock_sha, "1", "k", "holder"]), is_one),
+            ],
+            &["evalsha"],
+        ),
+        Workload::new(
+            "floor",
+            vec![
+                (args(&["RESV.INFO", "free"]), is_nil),
+                (args(&["GET", "free"]), is_nil),
+            ],
+            &["resv.info", "get"],
+        ),
+    ];
+
+    // Warm up (allocator, dict sizes, script cache, CPU frequency), unmeasured.
+    for w in &workloads {
+        measure(&mut conn, &mut admin, w, ITERS / 10);
+    }
+    let mut runs: Vec<Vec<ServerTime>> = workloads.iter().map(|_| Vec::new()).collect();
+    for round in 0..ROUNDS {
+        for (i, w) in workloads.iter().enumerate() {
+            let t = measure(&mut conn, &mut admin, w, ITERS);
+            eprintln!(
+                "bench:    round {round}: {}: {:.3} usec per iteration ({:.3?} per call)",
+                w.label, t.per_iter, t.per_call
+            );
+            runs[i].push(t);
+        }
+    }
+    // Best round of workload i: per iteration, and per call of its j-th stat.
+    let iter = |i: usize| min(&runs[i].iter().map(|t| t.per_iter).collect::<Vec<_>>());
+    let call = |i: usize, j: usize| min(&runs[i].iter().map(|t| t.per_call[j]).collect::<Vec<_>>());
+
+    let pair_name = "server time, LOCK + RELEASE (per pair)";
+    let pair_op = "RESV.LOCK + RESV.RELEASE (per pair)";
+    report.add(
+        Row::new(FAMILY, pair_name, iter(0), "us")
+            .vs(workloads[1].label, iter(1))
+            .target(Target::RatioAtMost(1.5))
+            .versus(pair_op, Kind::Native, "SET NX PX + DEL"),
+    );
+    report.add(
+        Row::new(FAMILY, pair_name, iter(0), "us")
+            .vs(workloads[2].label, iter(2))
+            .target(Target::RatioAtMost(0.5))
+            .versus(pair_op, Kind::Lua, "Lua lock + unlock"),
+    );
+    report.add(
+        Row::new(FAMILY, "server time, RESV.LOCK alone", call(0, 0), "us")
+            .vs("SET NX PX", call(1, 0))
+            .versus("RESV.LOCK alone", Kind::Native, "SET NX PX"),
+    );
+    report.add(
+        Row::new(FAMILY, "server time, RESV.RELEASE alone", call(0, 1), "us")
+            .vs("DEL", call(1, 1))
+            .versus("RESV.RELEASE alone", Kind::Native, "DEL"),
+    );
+    report.add(
+        Row::new(
+            FAMILY,
+            "server time, RESV.INFO on a free key (module command floor)",
+            call(3, 0),
+            "us",
+        )
+        .vs("GET on a missing key", call(3, 1)),
+    );
+}
+
+/// (b) Client-side throughput of pipelined `RESV.LOCK` on distinct keys against
+/// `SET NX PX`: 200,000 commands each, in pipelines of 100, keys `k0`…`k199999`.
+///
+/// The two run side by side on one server, interleaved pipeline by pipeline: corral's
+/// on a connection in db 0, SET's on one in db 1 (FLUSHALL before each round, so both
+/// start from an empty keyspace and grow alike). Each pipeline is timed on its own and
+/// the times are summed per side, so a noisy moment on this shared 2-core machine hits
+/// both sides alike (sequential runs gave ratios from 0.53 to 0.84 from one run to the
+/// next). Commands are encoded before the clock starts. Of `ROUNDS` rounds, the one
+/// with the median ratio is reported.
+///
+/// An informational row gives the server time per call in that round (commandstats),
+/// to tell the server's share of a gap from the rest (parsing, replies, syscalls).
+pub fn pipelined_throughput(report: &mut Report) {
+    const OPS: usize = 200_000;
+    const BATCH: usize = 100;
+    const ROUNDS: usize = 5;
+
+    let srv = Server::start();
+    let mut admin = srv.conn();
+    let mut corral_conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    let mut set_conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    let selected = set_conn.call(&[b"SELECT", b"1"]).expect("SELECT 1");
+    assert!(is_ok(&selected), "SELECT 1: {selected:?}");
+
+    // Pre-encoded pipelines, one Vec per batch.
+    let encode_all = |cmd: &dyn Fn(&str) -> Args| -> Vec<Vec<u8>> {
+        (0..OPS / BATCH)
+            .map(|b| {
+                let mut buf = Vec::new();
+                for i in b * BATCH..(b + 1) * BATCH {
+                    resp::encode(&mut buf, &refs(&cmd(&format!("k{i}"))));
+                }
+                buf
+            })
+            .collect()
+    };
+    let corral = encode_all(&|k| args(&["RESV.LOCK", k, "holder", "60000"]));
+    let set = encode_all(&|k| args(&["SET", k, "holder", "NX", "PX", "60000"]));
+
+    // Sends one pipeline, reads its replies (each must pass `ok`); returns the seconds.
+    let pipeline = |conn: &mut resp::Conn, batch: &[u8], ok: Check| -> f64 {
+        let t = Instant::now();
+        conn.send_raw(batch).expect("send");
+        for _ in 0..BATCH {
+            let r = conn.read().expect("read");
+            assert!(ok(&r), "unexpected reply {r:?}");
+        }
+        t.elapsed().as_secs_f64()
+    };
+
+    struct Round {
+        corral_ops: f64,
+        set_ops: f64,
+        /// Server usec per call (commandstats) of RESV.LOCK and of SET.
+        corral_usec: f64,
+        set_usec: f64,
+    }
+    let mut rounds = Vec::new();
+    for round in 0..ROUNDS {
+        let _: () = redis::cmd("FLUSHALL").query(&mut admin).expect("FLUSHALL");
+        reset_stats(&mut admin);
+        let (mut corral_s, mut set_s) = (0.0, 0.0);
+        for (c, s) in corral.iter().zip(&set) {
+            corral_s += pipeline(&mut corral_conn, c, is_int);
+            set_s += pipeline(&mut set_conn, s, is_ok);
+        }
+        let stats = cmdstats(&mut admin);
+        let usec = |name: &str| {
+            let (calls, usec) = stats.get(name).copied().unwrap_or((0, 0));
+            assert_eq!(calls, OPS as u64, "cmdstat_{name} calls");
+            usec as f64 / calls as f64
+        };
+        let r = Round {
+            corral_ops: OPS as f64 / corral_s,
+            set_ops: OPS as f64 / set_s,
+            corral_usec: usec("resv.lock"),
+            set_usec: usec("set"),
+        };
+        eprintln!(
+            "bench:    round {round}: RESV.LOCK {:.0} ops/s ({:.3} usec/call), \
+             SET NX PX {:.0} ops/s ({:.3} usec/call): {:.2}x",
+            r.corral_ops,
+            r.corral_usec,
+            r.set_ops,
+            r.set_usec,
+            r.corral_ops / r.set_ops
+        );
+        rounds.push(r);
+    }
+    rounds.sort_by(|a, b| (a.corral_ops / a.set_ops).total_cmp(&(b.corral_ops / b.set_ops)));
+    let r = &rounds[rounds.len() / 2];
+
+    report.add(
+        Row::new(
+            FAMILY,
+            "pipelined RESV.LOCK, distinct keys, 100 per pipeline",
+            r.corral_ops,
+            "ops/s",
+        )
+        .vs("SET NX PX", r.set_ops)
+        .target(Target::RatioAtLeast(0.8)),
+    );
+    report.add(
+        Row::new(
+            FAMILY,
+            "server time per RESV.LOCK in that run (distinct keys)",
+            r.corral_usec,
+            "us",
+        )
+        .vs("SET NX PX", r.set_usec),
+    );
+}
+
+/// (c) How soon a blocked waiter hears of its grant after the holder's RELEASE.
+///
+/// Each iteration: the holder locks `k`; a waiter thread (own connection) sends
+/// `RESV.LOCK k w 10000 BLOCK 5000`; once `RESV.INFO` shows it queued, the holder notes
+/// t0 and sends RESV.RELEASE; the waiter notes when its reply arrives (t1) and releases.
+/// Latency = t1 − t0, on this process's monotonic clock. It includes the RELEASE's trip
+/// to the server, the hand-off and the grant's trip back.
+pub fn wake_after_release(report: &mut Report) {
+    const ITERATIONS: usize = 500;
+    let srv = Server::start();
+    let mut holder = srv.conn();
+    let waiter = Waiter::spawn(&srv);
+    let mut lat_ms = Vec::with_capacity(ITERATIONS);
+    for _ in 0..ITERATIONS {
+        let t: Option<i64> = redis::cmd("RESV.LOCK")
+            .arg("k")
+            .arg("h")
+            .arg(10_000)
+            .query(&mut holder)
+            .expect("holder's RESV.LOCK");
+        assert!(t.is_some(), "holder could not lock a free key");
+        waiter.lock("k", "w", 10_000, 5_000);
+        assert!(
+            wait_queued(&mut holder, "k", "h"),
+            "the waiter never showed up in RESV.INFO"
+        );
+        let t0 = Instant::now();
+        let _: i64 = redis::cmd("RESV.RELEASE")
+            .arg("k")
+            .arg("h")
+            .query(&mut holder)
+            .expect("holder's RESV.RELEASE");
+        let grant = waiter.grant();
+        assert!(grant.token.is_some(), "the waiter was not granted the lock");
+        lat_ms.push(grant.at.duration_since(t0).as_secs_f64() * 1e3);
+    }
+    lat_ms.sort_by(f64::total_cmp);
+    let name = format!("wake latency after RELEASE (n={ITERATIONS})");
+    report.add(Row::new(
+        FAMILY,
+        &format!("{name}, p50"),
+        percentile(&lat_ms, 0.5),
+        "ms",
+    ));
+    report.add(
+        Row::new(
+            FAMILY,
+            &format!("{name}, p99"),
+            percentile(&lat_ms, 0.99),
+            "ms",
+        )
+        .target(Target::AtMost(2.0)),
+    );
+}
+
+/// (d) How soon a blocked waiter hears of its grant after the holder's lease lapses.
+///
+/// Each iteration: note t_sent, then the holder locks `k` for 30 ms; the waiter thread
+/// blocks on `k`; the lease lapses and the waiter is granted at t1 (reply arrival).
+/// The server computes the deadline from its clock when it runs the LOCK, which is after
+/// t_sent, so t_sent + 30 ms is a lower bound of the real deadline and
+/// latency = t1 − (t_sent + 30 ms) is an upper bound of the real lapse-to-grant delay
+/// (it also includes the LOCK's trip to the server, and up to 1 ms of the server's
+/// millisecond clock). Iterations where the waiter was not yet queued when the lease
+/// lapsed (a scheduling hiccup) are discarded and counted.
+pub fn wake_after_deadline(report: &mut Report) {
+    const ITERATIONS: usize = 300;
+    const TTL_MS: u64 = 30;
+    let srv = Server::start();
+    let mut holder = srv.conn();
+    let waiter = Waiter::spawn(&srv);
+    let mut lat_ms = Vec::with_capacity(ITERATIONS);
+    let mut discarded = 0;
+    for _ in 0..ITERATIONS {
+        let t_sent = Instant::now();
+        let t: Option<i64> = redis::cmd("RESV.LOCK")
+            .arg("k")
+            .arg("h")
+            .arg(TTL_MS)
+            .query(&mut holder)
+            .expect("holder's RESV.LOCK");
+        assert!(t.is_some(), "holder could not lock a free key");
+        waiter.lock("k", "w", 10_000, 5_000);
+        let queued = wait_queued(&mut holder, "k", "h");
+        let grant = waiter.grant();
+        assert!(grant.token.is_some(), "the waiter was not granted the lock");
+        if !queued {
+            discarded += 1;
+            continue;
+        }
+        let deadline = t_sent + Duration::from_millis(TTL_MS);
+        let ms = if grant.at >= deadline {
+            grant.at.duration_since(deadline).as_secs_f64() * 1e3
+        } else {
+            -(deadline.duration_since(grant.at).as_secs_f64() * 1e3)
+        };
+        lat_ms.push(ms);
+    }
+    if discarded > 0 {
+        eprintln!("bench:    {discarded} iterations discarded (waiter queued too late)");
+    }
+    lat_ms.sort_by(f64::total_cmp);
+    let name = format!("wake latency after lease lapse (n={})", lat_ms.len());
+    report.add(Row::new(
+        FAMILY,
+        &format!("{name}, p50"),
+        percentile(&lat_ms, 0.5),
+        "ms",
+    ));
+    report.add(
+        Row::new(
+            FAMILY,
+            &format!("{name}, p99"),
+            percentile(&lat_ms, 0.99),
+            "ms",
+        )
+        .target(Target::AtMost(5.0)),
+    );
+}
+
+/// (e) 10,000 clients blocked on one key are all served, in arrival order.
+///
+/// One holder takes `big`. 10,000 raw sockets each send `RESV.LOCK big w<i> 60000
+/// BLOCK 0`, one at a time: socket i+1 sends only once `RESV.INFO` counts i+1 waiters,
+/// so the queue order is known to be 0, 1, 2…. Then the holder releases, and for each i
+/// in order we read socket i's reply (a token; 10 s read timeout), check that tokens
+/// strictly increase, and release w<i> on the control connection, which hands the lock
+/// to the next waiter. A waiter served out of turn would leave socket i silent: the read
+/// times out, and RESV.INFO tells who got the lock instead.
+pub fn many_waiters(report: &mut Report) {
+    const CLIENTS: usize = 10_000;
+    let srv = Server::start_with(ServerOptions::new().config("maxclients", "20000"));
+    let mut ctl = srv.conn();
+
+    // Redis lowers maxclients to what its fd limit allows (scripts/bench raises it).
+    let cfg: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxclients")
+        .query(&mut ctl)
+        .expect("CONFIG GET maxclients");
+    let maxclients: usize = cfg.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    if maxclients < CLIENTS + 100 {
+        report.add(
+            Row::flag(
+                FAMILY,
+                &format!(
+                    "10,000 blocked clients: not run, server maxclients is {maxclients} \
+                     (raise the fd limit: ulimit -n)"
+                ),
+                false,
+            )
+            .target(Target::Yes),
+        );
+        return;
+    }
+
+    let first: Option<i64> = redis::cmd("RESV.LOCK")
+        .arg("big")
+        .arg("h")
+        .arg(60_000)
+        .query(&mut ctl)
+        .expect("holder's RESV.LOCK");
+    let mut last_token = first.expect("holder could not lock a free key");
+
+    let t_queue = Instant::now();
+    let mut socks = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let mut c = resp::Conn::connect(srv.port(), 64)
+            .unwrap_or_else(|e| panic!("connecting socket {i}: {e} (fd limit?)"));
+        c.set_read_timeout(Duration::from_secs(10))
+            .expect("timeout");
+        let holder = format!("w{i}");
+        c.send(&[
+            b"RESV.LOCK",
+            b"big",
+            holder.as_bytes(),
+            b"60000",
+            b"BLOCK",
+            b"0",
+        ])
+        .expect("send");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, waiters) = resv_info(&mut ctl, "big").expect("big is held");
+            if waiters == i as i64 + 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waiter {i} was not queued within 5 s"
+            );
+        }
+        socks.push(c);
+    }
+    let queue_s = t_queue.elapsed().as_secs_f64();
+    eprintln!("bench:    {CLIENTS} waiters queued in {queue_s:.1} s");
+
+    let t0 = Instant::now();
+    let _: i64 = redis::cmd("RESV.RELEASE")
+        .arg("big")
+        .arg("h")
+        .query(&mut ctl)
+        .expect("holder's RESV.RELEASE");
+    let mut served = 0;
+    let mut in_order = true;
+    for (i, c) in socks.iter_mut().enumerate() {
+        match c.read() {
+            Ok(Reply::Int(token)) => {
+                in_order &= token > last_token;
+                last_token = token;
+                served += 1;
+            }
+            other => {
+                let now = resv_info(&mut ctl, "big");
+                eprintln!("bench:    waiter {i} got {other:?}; RESV.INFO big is now {now:?}");
+                if now.is_some_and(|(h, _)| h != format!("w{i}")) {
+                    in_order = false;
+                }
+                break;
+            }
+        }
+        let r: i64 = redis::cmd("RESV.RELEASE")
+            .arg("big")
+            .arg(format!("w{i}"))
+            .query(&mut ctl)
+            .unwrap_or_else(|e| panic!("RESV.RELEASE big w{i}: {e}"));
+        assert_eq!(r, 1, "RESV.RELEASE big w{i}");
+    }
+    let total_s = t0.elapsed().as_secs_f64();
+    let all = served == CLIENTS;
+
+    let name = "10,000 clients blocked on one key";
+    report.add(Row::flag(FAMILY, &format!("{name}: all served"), all).target(Target::Yes));
+    report.add(
+        Row::flag(
+            FAMILY,
+            &format!("{name}: served in FIFO order"),
+            all && in_order,
+        )
+        .target(Target::Yes),
+    );
+    report.add(Row::new(
+        FAMILY,
+        &format!("{name}: time to serve all (each grant, then its RELEASE)"),
+        total_s,
+        "s",
+    ));
+    report.add(Row::new(
+        FAMILY,
+        &format!("{name}: time to queue all (connect, LOCK BLOCK, confirm)"),
+        queue_s,
+        "s",
+    ));
+}
+
+/// (f) Memory of a held lock against a string with a TTL holding the same holder name.
+///
+/// `MEMORY USAGE` of one key of each (same key length) is the target row. Below it, an
+/// informational row: growth of `used_memory` per key over 100,000 keys of each, which
+/// also counts what `MEMORY USAGE` cannot see (the expires dict for strings; the module's
+/// own side tables, e.g. its deadline schedule, for corral).
+pub fn memory(report: &mut Report) {
+    const HOLDER: &str = "worker-123456789";
+    const KEYS: usize = 100_000;
+    let srv = Server::start();
+    let mut c = srv.conn();
+
+    let t: Option<i64> = redis::cmd("RESV.LOCK")
+        .arg("mem:a")
+        .arg(HOLDER)
+        .arg(60_000)
+        .query(&mut c)
+        .expect("RESV.LOCK");
+    assert!(t.is_some());
+    let _: () = redis::cmd("SET")
+        .arg("mem:b")
+        .arg(HOLDER)
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut c)
+        .expect("SET");
+    let usage = |c: &mut redis::Connection, key: &str| -> f64 {
+        let n: i64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .query(c)
+            .expect("MEMORY USAGE");
+        n as f64
+    };
+    let (lock_bytes, set_bytes) = (usage(&mut c, "mem:a"), usage(&mut c, "mem:b"));
+    report.add(
+        Row::new(FAMILY, "MEMORY USAGE of a held lock", lock_bytes, "bytes")
+            .vs("SET key holder PX", set_bytes)
+            .target(Target::RatioAtMost(2.0)),
+    );
+
+    // used_memory growth per key over many keys (FLUSHALL before each kind).
+    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    let mut per_key = |cmd: &dyn Fn(&str) -> Args| -> f64 {
+        let _: () = redis::cmd("FLUSHALL").query(&mut c).expect("FLUSHALL");
+        let used = |c: &mut redis::Connection| -> f64 {
+            let info: String = redis::cmd("INFO").arg("memory").query(c).expect("INFO");
+            crate::common::info_value(&info, "used_memory")
+                .and_then(|v| v.parse().ok())
+                .expect("used_memory")
+        };
+        let before = used(&mut c);
+        for b in (0..KEYS).step_by(1000) {
+            let mut buf = Vec::new();
+            for i in b..b + 1000 {
+                resp::encode(&mut buf, &refs(&cmd(&format!("mem:{i:08}"))));
+            }
+            conn.send_raw(&buf).expect("send");
+            for _ in 0..1000 {
+                let r = conn.read().expect("read");
+                assert!(!matches!(r, Reply::Error(_)), "unexpected reply {r:?}");
+            }
+        }
+        (used(&mut c) - before) / KEYS as f64
+    };
+    let lock_per_key = per_key(&|k| args(&["RESV.LOCK", k, HOLDER, "60000"]));
+    let set_per_key = per_key(&|k| args(&["SET", k, HOLDER, "PX", "60000"]));
+    report.add(
+        Row::new(
+            FAMILY,
+            "used_memory per held lock (100,000 keys)",
+            lock_per_key,
+            "bytes",
+        )
+        .vs("SET key holder PX", set_per_key),
+    );
+}
+
+/// `RESV.INFO key` as (holder, waiters); None when the key is free.
+fn resv_info(conn: &mut redis::Connection, key: &str) -> Option<(String, i64)> {
+    let fields = client::fields(client::value(conn, &["RESV.INFO", key]))?;
+    let (mut holder, mut waiters) = (String::new(), -1);
+    for (k, v) in fields {
+        match (k.as_str(), v) {
+            ("holder", redis::Value::BulkString(h)) => {
+                holder = String::from_utf8_lossy(&h).into_owned()
+            }
+            ("waiters", redis::Value::Int(n)) => waiters = n,
+            _ => {}
+        }
+    }
+    Some((holder, waiters))
+}
+
+/// Polls `RESV.INFO key` until `holder` holds it with at least one waiter queued: true.
+/// False as soon as someone else holds it or it is free (or after 5 s).
+fn wait_queued(conn: &mut redis::Connection, key: &str, holder: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match resv_info(conn, key) {
+            Some((h, w)) if h == holder && w >= 1 => return true,
+            Some((h, _)) if h == holder => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// What a [`Waiter`] got: when its `RESV.LOCK … BLOCK` reply arrived, and the token.
+struct Grant {
+    pub at: Instant,
+    pub token: Option<i64>,
+}
+
+/// A thread with its own connection that, when told, sends
+/// `RESV.LOCK key holder ttl BLOCK block`, notes the instant its reply arrives, releases
+/// the lock if it got it, and only then reports the [`Grant`] (so the key is free again
+/// when the caller hears back).
+struct Waiter {
+    requests: Option<Sender<(String, String, u64, u64)>>,
+    grants: Receiver<Grant>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Waiter {
+    pub fn spawn(server: &Server) -> Waiter {
+        let mut conn = server.conn();
+        let (req_tx, req_rx) = channel::<(String, String, u64, u64)>();
+        let (grant_tx, grant_rx) = channel();
+        let thread = std::thread::spawn(move || {
+            for (key, holder, ttl, block) in req_rx {
+                let token: Option<i64> = redis::cmd("RESV.LOCK")
+                    .arg(&key)
+                    .arg(&holder)
+                    .arg(ttl)
+                    .arg("BLOCK")
+                    .arg(block)
+                    .query(&mut conn)
+                    .expect("waiter's RESV.LOCK");
+                let at = Instant::now();
+                if token.is_some() {
+                    let _: i64 = redis::cmd("RESV.RELEASE")
+                        .arg(&key)
+                        .arg(&holder)
+                        .query(&mut conn)
+                        .expect("waiter's RESV.RELEASE");
+                }
+                if grant_tx.send(Grant { at, token }).is_err() {
+                    break;
+                }
+            }
+        });
+        Waiter {
+            requests: Some(req_tx),
+            grants: grant_rx,
+            thread: Some(thread),
+        }
+    }
+
+    /// Tells the thread to send its blocking lock (returns at once).
+    pub fn lock(&self, key: &str, holder: &str, ttl_ms: u64, block_ms: u64) {
+        self.requests
+            .as_ref()
+            .unwrap()
+            .send((key.to_string(), holder.to_string(), ttl_ms, block_ms))
+            .expect("waiter thread is gone (see its panic above)");
+    }
+
+    /// Waits for the outcome of the last [`Waiter::lock`].
+    pub fn grant(&self) -> Grant {
+        self.grants
+            .recv_timeout(Duration::from_secs(30))
+            .expect("waiter thread did not report (see its panic above, if any)")
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        self.requests.take(); // ends the thread's loop
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
