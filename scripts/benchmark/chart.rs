@@ -325,11 +325,7 @@ fn footer(m: &Meta) -> String {
     let date = m.date.split(' ').next().unwrap_or(&m.date);
     format!(
         "corral {} · redis-server {} · {}, {} CPUs · {date} · {}",
-        m.git,
-        m.redis_version,
-        m.cpu,
-        m.nproc,
-        m.command()
+        m.git, m.redis_version, m.cpu, m.nproc, m.command
     )
 }
 

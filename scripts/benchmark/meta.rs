@@ -2,7 +2,11 @@
 //! (CPU model, CPUs, RAM, OS), the redis-server, rustc and corral versions, and the command
 //! that reproduces it.
 
-/// Facts about the run, printed above the table (and under each chart).
+use serde::Serialize;
+
+/// Facts about the run, printed above the table (and under each chart), and the first fields
+/// of results.json.
+#[derive(Serialize)]
 pub struct Meta {
     pub date: String,
     pub redis_version: String,
@@ -16,6 +20,8 @@ pub struct Meta {
     pub os: String,
     /// `rustc --version`.
     pub rustc: String,
+    /// The command that reruns what this run ran: `scripts/bench [FILTER...]`.
+    pub command: String,
     pub git: String,
     pub filters: Vec<String>,
 }
@@ -30,6 +36,10 @@ impl Meta {
             ram_bytes: ram_bytes(),
             os: os_name(),
             rustc: rustc_version(),
+            command: std::iter::once("scripts/bench")
+                .chain(filters.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" "),
             git: git_describe(),
             filters: filters.to_vec(),
         }
@@ -46,16 +56,6 @@ impl Meta {
             String::new()
         };
         format!("{}, {} CPUs{ram} ({})", self.cpu, self.nproc, self.os)
-    }
-
-    /// The command that reruns what this run ran: `scripts/bench [FILTER...]`.
-    pub fn command(&self) -> String {
-        let mut c = String::from("scripts/bench");
-        for f in &self.filters {
-            c += " ";
-            c += f;
-        }
-        c
     }
 }
 

@@ -2,10 +2,13 @@
 
 use std::fmt::Write as _;
 
+use serde::Serialize;
+
 use crate::meta::Meta;
 
-/// What a row measured.
-#[derive(Clone, Debug)]
+/// What a row measured (in the JSON: a number, or true/false).
+#[derive(Clone, Debug, Serialize)]
+#[serde(untagged)]
 pub enum Value {
     Num(f64),
     /// A yes/no outcome ("all served").
@@ -42,7 +45,8 @@ pub struct Row {
 
 /// What kind of baseline a bar of the "corral vs native commands vs Lua scripts" chart
 /// is.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Plain Redis commands and types.
     Native,
@@ -50,14 +54,17 @@ pub enum Kind {
     Lua,
 }
 
-/// A row's place in the charts, with the numbers it contributes (server time, µs).
-#[derive(Clone, Debug)]
+/// A row's place in the charts, with the numbers it contributes (server time, µs). In the
+/// JSON: `{"chart": "versus" | "scale", …its fields}`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "chart", rename_all = "lowercase")]
 pub enum Plot {
     /// In "corral vs native commands vs Lua scripts": corral's time for `op` against a
     /// baseline's. Rows with the same `op` share one bar group.
     Versus {
         op: String,
         corral_us: f64,
+        #[serde(rename = "baseline_kind")]
         kind: Kind,
         /// The baseline's bar label: what it runs.
         baseline: String,
@@ -74,7 +81,7 @@ pub enum Plot {
 }
 
 /// One measured scale: its label ("100,000 holders"), its size (orders the bars), µs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Point {
     pub scale: String,
     pub n: f64,
@@ -284,8 +291,7 @@ impl Report {
             s,
             "- **Reproduce:** `{}` in a checkout of corral {} (`scripts/bench --publish` \
              also copies the results to `scripts/bench-results/`)\n",
-            m.command(),
-            m.git
+            m.command, m.git
         );
         s += "| Family | Measurement | Value | Baseline | Baseline value | Ratio | Target | Result |\n";
         s += "|---|---|---:|---|---:|---:|---|---|\n";
@@ -336,97 +342,50 @@ impl Report {
         s
     }
 
+    /// The rows as JSON, after the facts about the run ([`Meta`]).
     pub fn json(&self) -> String {
-        let m = &self.meta;
-        let mut s = String::from("{\n");
-        let _ = writeln!(s, "  \"date\": {},", jstr(&m.date));
-        let _ = writeln!(s, "  \"redis_version\": {},", jstr(&m.redis_version));
-        let _ = writeln!(s, "  \"nproc\": {},", m.nproc);
-        let _ = writeln!(s, "  \"cpu\": {},", jstr(&m.cpu));
-        let _ = writeln!(s, "  \"ram_bytes\": {},", m.ram_bytes);
-        let _ = writeln!(s, "  \"os\": {},", jstr(&m.os));
-        let _ = writeln!(s, "  \"rustc\": {},", jstr(&m.rustc));
-        let _ = writeln!(s, "  \"command\": {},", jstr(&m.command()));
-        let _ = writeln!(s, "  \"git\": {},", jstr(&m.git));
-        let filters: Vec<String> = m.filters.iter().map(|f| jstr(f)).collect();
-        let _ = writeln!(s, "  \"filters\": [{}],", filters.join(", "));
-        s += "  \"rows\": [\n";
-        for (i, r) in self.rows.iter().enumerate() {
-            let value = match r.value {
-                Value::Num(v) => jnum(v),
-                Value::Flag(b) => b.to_string(),
-            };
-            let (bname, bvalue) = match &r.baseline {
-                Some((n, v)) => (jstr(n), jnum(*v)),
-                None => ("null".to_string(), "null".to_string()),
-            };
-            let target = match r.target {
-                Target::None => "null".to_string(),
-                _ => jstr(&r.target_text()),
-            };
-            let _ = write!(
-                s,
-                "    {{\"family\": {}, \"name\": {}, \"value\": {value}, \"unit\": {}, \
-                 \"baseline_name\": {bname}, \"baseline_value\": {bvalue}, \"ratio\": {}, \
-                 \"target\": {target}, \"pass\": {}, \"chart\": {}}}",
-                jstr(&r.family),
-                jstr(&r.name),
-                jstr(&r.unit),
-                r.ratio().map_or("null".to_string(), jnum),
-                r.pass().map_or("null".to_string(), |p| p.to_string()),
-                r.plot.as_ref().map_or("null".to_string(), plot_json),
-            );
-            s += if i + 1 < self.rows.len() { ",\n" } else { "\n" };
+        #[derive(Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            meta: &'a Meta,
+            rows: Vec<JsonRow<'a>>,
         }
-        s += "  ]\n}\n";
-        s
-    }
-}
-
-/// A row's place in the charts, as a JSON object.
-fn plot_json(p: &Plot) -> String {
-    match p {
-        Plot::Versus {
-            op,
-            corral_us,
-            kind,
-            baseline,
-            baseline_us,
-        } => format!(
-            "{{\"chart\": \"versus\", \"op\": {}, \"corral_us\": {}, \
-             \"baseline_kind\": {}, \"baseline\": {}, \"baseline_us\": {}}}",
-            jstr(op),
-            jnum(*corral_us),
-            jstr(match kind {
-                Kind::Native => "native",
-                Kind::Lua => "lua",
-            }),
-            jstr(baseline),
-            jnum(*baseline_us)
-        ),
-        Plot::Scale {
-            op,
-            reference,
-            points,
-        } => {
-            let points: Vec<String> = points
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{{\"scale\": {}, \"n\": {}, \"us\": {}}}",
-                        jstr(&p.scale),
-                        jnum(p.n),
-                        jnum(p.us)
-                    )
-                })
-                .collect();
-            format!(
-                "{{\"chart\": \"scale\", \"op\": {}, \"reference\": {reference}, \
-                 \"points\": [{}]}}",
-                jstr(op),
-                points.join(", ")
-            )
+        #[derive(Serialize)]
+        struct JsonRow<'a> {
+            family: &'a str,
+            name: &'a str,
+            value: &'a Value,
+            unit: &'a str,
+            baseline_name: Option<&'a str>,
+            baseline_value: Option<f64>,
+            ratio: Option<f64>,
+            /// As in the table ("<= 1.5x"); null without a target.
+            target: Option<String>,
+            pass: Option<bool>,
+            chart: Option<&'a Plot>,
         }
+        let rows = self
+            .rows
+            .iter()
+            .map(|r| JsonRow {
+                family: &r.family,
+                name: &r.name,
+                value: &r.value,
+                unit: &r.unit,
+                baseline_name: r.baseline.as_ref().map(|(n, _)| n.as_str()),
+                baseline_value: r.baseline.as_ref().map(|(_, v)| *v),
+                ratio: r.ratio(),
+                target: (!matches!(r.target, Target::None)).then(|| r.target_text()),
+                pass: r.pass(),
+                chart: r.plot.as_ref(),
+            })
+            .collect();
+        let json = Json {
+            meta: &self.meta,
+            rows,
+        };
+        // NaN (a missing measurement) becomes null: JSON has no NaN.
+        serde_json::to_string_pretty(&json).expect("the report serializes") + "\n"
     }
 }
 
@@ -468,33 +427,4 @@ fn with_unit(x: f64, unit: &str) -> String {
 /// A Markdown table cell: `|` would end the cell.
 fn cell(s: &str) -> String {
     s.replace('|', "\\|")
-}
-
-/// A JSON string literal.
-fn jstr(s: &str) -> String {
-    let mut out = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => out += "\\\"",
-            '\\' => out += "\\\\",
-            '\n' => out += "\\n",
-            '\r' => out += "\\r",
-            '\t' => out += "\\t",
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A JSON number (`null` for NaN/infinity, which JSON cannot express).
-fn jnum(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x}")
-    } else {
-        "null".to_string()
-    }
 }
