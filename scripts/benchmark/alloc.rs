@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::common::Server;
 use crate::report::{num, Report, Row, Target};
 use crate::resp::{self, Reply};
-use crate::util::{self, args, best_of, is_int, is_one, uuidish, Args, Check, Workload};
+use crate::util::{self, args, best_of, is_int, is_one, uuidish, Args, Check, Memory, Workload};
 
 const FAMILY: &str = "ALLOC";
 
@@ -113,20 +112,8 @@ fn spread(jobs: &[String], k: usize) -> &str {
 
 /// HSETs `jobs[i]` → `landed[i]` into `key` (pipelined).
 fn fill_hash(conn: &mut resp::Conn, key: &str, jobs: &[String], landed: &[String]) {
-    let sent = util::pipeline(
-        conn,
-        jobs.len(),
-        1000,
-        Duration::MAX,
-        |range, buf| {
-            for i in range {
-                let cmd = args(&["HSET", key, &jobs[i], &landed[i]]);
-                resp::encode(buf, &util::refs(&cmd));
-            }
-        },
-        |i, r| assert!(is_int(&r), "HSET {key} job {i}: {r:?}"),
-    );
-    assert_eq!(sent, jobs.len());
+    let hset = |i: usize| args(&["HSET", key, &jobs[i], &landed[i]]);
+    util::load(conn, jobs.len(), hset, is_int);
 }
 
 /// (a) ALLOCATE (new and existing), INSTANCE, HASJOBS and JOBS at 1,000,000 allocations
@@ -163,9 +150,7 @@ pub fn server_time(report: &mut Report) {
     const JOBS_ITERS: usize = 2_000;
     const ROUNDS: usize = 5;
 
-    let srv = Server::start();
-    let mut admin = srv.conn();
-    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    let (_srv, mut admin, mut conn) = util::start();
     let instances: Vec<String> = (0..INSTANCES).map(instance).collect();
     let big_jobs: Vec<String> = (0..BIG as u64).map(uuidish).collect();
     let small_jobs = &big_jobs[..SMALL];
@@ -379,48 +364,28 @@ pub fn server_time(report: &mut Report) {
 /// `MEMORY USAGE` comes from its own `mem_usage` callback, an estimate).
 pub fn memory(report: &mut Report) {
     const JOBS: usize = 1_000_000;
-    let srv = Server::start();
-    let mut admin = srv.conn();
-    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    let (_srv, mut admin, mut conn) = util::start();
     let instances: Vec<String> = (0..INSTANCES).map(instance).collect();
     let jobs: Vec<String> = (0..JOBS as u64).map(uuidish).collect();
-
-    let before = util::used_memory(&mut admin);
-    let landed = fill(&mut conn, "alloc", &instances, &jobs);
-    let alloc_growth = util::used_memory(&mut admin) - before;
-
-    let before = util::used_memory(&mut admin);
-    fill_hash(&mut conn, "hash", &jobs, &landed);
-    let hash_growth = util::used_memory(&mut admin) - before;
-    let encoding: String = redis::cmd("OBJECT")
-        .arg("ENCODING")
-        .arg("hash")
-        .query(&mut admin)
-        .expect("OBJECT ENCODING");
-
+    let (alloc, landed) = util::footprint(&mut admin, Some("alloc"), || {
+        fill(&mut conn, "alloc", &instances, &jobs)
+    });
+    let (hash, ()) = util::footprint(&mut admin, Some("hash"), || {
+        fill_hash(&mut conn, "hash", &jobs, &landed)
+    });
     let n = JOBS as f64;
-    let hash = format!("hash field job → instance ({encoding}), same ids");
-    report.add(
-        Row::new(
-            FAMILY,
-            &format!(
-                "MEMORY USAGE per allocation ({} allocations, {} instances, 36-char job ids)",
-                num(n),
-                num(INSTANCES as f64)
-            ),
-            util::memory_usage(&mut admin, "alloc") / n,
-            "bytes",
-        )
-        .vs(&hash, util::memory_usage(&mut admin, "hash") / n)
-        .target(Target::RatioAtMost(2.0)),
-    );
-    report.add(
-        Row::new(
-            FAMILY,
-            "used_memory growth per allocation, same jobs",
-            alloc_growth / n,
-            "bytes",
-        )
-        .vs(&hash, hash_growth / n),
-    );
+    let encoding = util::encoding(&mut admin, "hash");
+    Memory {
+        family: FAMILY,
+        usage: &format!(
+            "MEMORY USAGE per allocation ({} allocations, {} instances, 36-char job ids)",
+            num(n),
+            num(INSTANCES as f64)
+        ),
+        target: Target::RatioAtMost(2.0),
+        growth: "used_memory growth per allocation, same jobs",
+        baseline: &format!("hash field job → instance ({encoding}), same ids"),
+        unit: "bytes",
+    }
+    .report(report, alloc.per(n), hash.per(n));
 }

@@ -1,12 +1,14 @@
 //! JOB: a job store with fenced pulls, at 1,000 against 1,000,000 pending jobs, and
 //! end to end against a BullMQ-style Lua queue.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::common::{client, Server};
+use crate::common::client;
 use crate::report::{num, Kind, Report, Row, Target};
 use crate::resp::{self, Reply};
-use crate::util::{self, args, cmdstats, is_int, is_one, min, refs, reset_stats, ServerTime};
+use crate::util::{
+    self, args, cmdstats, is_int, is_one, min, refs, reset_stats, Footprint, Memory, ServerTime,
+};
 
 const FAMILY: &str = "JOB";
 
@@ -30,19 +32,7 @@ fn worker(k: usize) -> String {
 /// Creates `n` pending jobs with 10-byte requests on `key` (pipelined `JOB.CREATE`s).
 fn fill(conn: &mut resp::Conn, key: &str, n: usize) {
     let t = Instant::now();
-    let sent = util::pipeline(
-        conn,
-        n,
-        1000,
-        Duration::MAX,
-        |range, buf| {
-            for i in range {
-                resp::encode(buf, &refs(&args(&["JOB.CREATE", key, &request(i)])));
-            }
-        },
-        |i, r| assert!(is_int(&r), "JOB.CREATE {key} number {i}: {r:?}"),
-    );
-    assert_eq!(sent, n);
+    util::load(conn, n, |i| args(&["JOB.CREATE", key, &request(i)]), is_int);
     eprintln!(
         "bench:    {key}: {} jobs created in {:.1} s",
         num(n as f64),
@@ -117,22 +107,8 @@ fn pull_fulfill(
             }
         }
     }
-    let stats = cmdstats(admin);
-    let iters = (iters / DEPTH * DEPTH) as f64;
-    let mut total = 0.0;
-    let per_call = ["job.pull", "job.fulfill"]
-        .iter()
-        .map(|name| {
-            let (calls, usec) = stats.get(*name).copied().unwrap_or((0, 0));
-            assert_eq!(calls as f64, iters, "cmdstat_{name} calls");
-            total += usec as f64;
-            usec as f64 / calls as f64
-        })
-        .collect();
-    ServerTime {
-        per_iter: total / iters,
-        per_call,
-    }
+    let stats = ["job.pull", "job.fulfill"];
+    ServerTime::read(admin, key, &stats, iters / DEPTH * DEPTH)
 }
 
 /// (a) PULL + FULFILL at 1,000,000 pending jobs against 1,000 (at most 1.5x: no scans).
@@ -153,33 +129,19 @@ pub fn server_time(report: &mut Report) {
     const ITERS: usize = 50_000;
     const ROUNDS: usize = 5;
 
-    let srv = Server::start();
-    let mut admin = srv.conn();
-    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    let (_srv, mut admin, mut conn) = util::start();
     for (key, n) in SIZES {
         fill(&mut conn, key, n);
     }
-    for (key, _) in SIZES {
-        pull_fulfill(&mut conn, &mut admin, key, ITERS / 10);
-    }
-    let mut runs: Vec<Vec<ServerTime>> = SIZES.iter().map(|_| Vec::new()).collect();
-    for round in 0..ROUNDS {
-        for (i, (key, _)) in SIZES.iter().enumerate() {
-            let t = pull_fulfill(&mut conn, &mut admin, key, ITERS);
-            eprintln!(
-                "bench:    round {round}: {key}: {:.3} usec per PULL + FULFILL ({:.3?} per call)",
-                t.per_iter, t.per_call
-            );
-            runs[i].push(t);
-        }
-    }
+    let work = SIZES.map(|(key, _)| (key, ITERS));
+    let best = util::best_rounds(&work, ROUNDS, |i, iters| {
+        pull_fulfill(&mut conn, &mut admin, SIZES[i].0, iters)
+    });
     // The pending jobs are still there, as many as before.
     for (key, n) in SIZES {
         let pending = info_field(&mut admin, key, "pending");
         assert_eq!(pending, n as i64, "JOB.INFO {key} pending");
     }
-    let iter = |i: usize| min(&runs[i].iter().map(|t| t.per_iter).collect::<Vec<_>>());
-    let call = |i: usize, j: usize| min(&runs[i].iter().map(|t| t.per_call[j]).collect::<Vec<_>>());
 
     let at = |i: usize| format!("{} pending jobs", num(SIZES[i].1 as f64));
     // For the chart: size i as (label, pending jobs).
@@ -192,10 +154,10 @@ pub fn server_time(report: &mut Report) {
                 "server time, JOB.PULL + JOB.FULFILL TOKEN of the oldest job, {} (per pair)",
                 at(1)
             ),
-            iter(1),
+            best.iter(1),
             "us",
         )
-        .vs(&at(0), iter(0))
+        .vs(&at(0), best.iter(0))
         .target(Target::RatioAtMost(1.5))
         .scale(
             "JOB.PULL + JOB.FULFILL TOKEN of the oldest job (per pair)",
@@ -208,10 +170,10 @@ pub fn server_time(report: &mut Report) {
             Row::new(
                 FAMILY,
                 &format!("server time, {what} alone, {}", at(1)),
-                call(1, j),
+                best.call(1, j),
                 "us",
             )
-            .vs(&at(0), call(0, j))
+            .vs(&at(0), best.call(0, j))
             .scale(&format!("{what} alone"), scale(1), scale(0)),
         );
     }
@@ -239,63 +201,38 @@ fn info_field(conn: &mut redis::Connection, key: &str, field: &str) -> i64 {
 pub fn memory(report: &mut Report) {
     const JOBS: usize = 1_000_000;
     const REQUEST_LEN: usize = 10;
-    let srv = Server::start();
-    let mut admin = srv.conn();
-    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    let (_srv, mut admin, mut conn) = util::start();
     assert_eq!(request(0).len(), REQUEST_LEN);
-
-    let before = util::used_memory(&mut admin);
-    fill(&mut conn, "jobs", JOBS);
-    let growth = util::used_memory(&mut admin) - before;
-    let usage = util::memory_usage(&mut admin, "jobs");
-
-    let before = util::used_memory(&mut admin);
-    let sent = util::pipeline(
-        &mut conn,
-        2 * JOBS,
-        1000,
-        Duration::MAX,
-        |range, buf| {
-            for c in range {
-                let (i, id) = (c / 2, (c / 2 + 1).to_string());
-                let cmd = if c % 2 == 0 {
-                    args(&["HSET", &format!("job:{id}"), "data", &request(i)])
-                } else {
-                    args(&["LPUSH", "wait", &id])
-                };
-                resp::encode(buf, &refs(&cmd));
+    let (jobs, ()) = util::footprint(&mut admin, Some("jobs"), || fill(&mut conn, "jobs", JOBS));
+    let (lua, ()) = util::footprint(&mut admin, None, || {
+        // Job i: its hash, then its id on the wait list.
+        let write = |c: usize| {
+            let (i, id) = (c / 2, (c / 2 + 1).to_string());
+            if c.is_multiple_of(2) {
+                args(&["HSET", &format!("job:{id}"), "data", &request(i)])
+            } else {
+                args(&["LPUSH", "wait", &id])
             }
-        },
-        |c, r| assert!(is_int(&r), "HSET/LPUSH number {c}: {r:?}"),
-    );
-    assert_eq!(sent, 2 * JOBS);
-    let lua_growth = util::used_memory(&mut admin) - before;
-
+        };
+        util::load(&mut conn, 2 * JOBS, write, is_int)
+    });
     let n = JOBS as f64;
-    report.add(
-        Row::new(
-            FAMILY,
-            &format!(
-                "MEMORY USAGE per pending job beyond its request ({} jobs, 10-byte requests)",
-                num(n)
-            ),
-            (usage - n * REQUEST_LEN as f64) / n,
-            "bytes",
-        )
-        .target(Target::AtMost(200.0)),
-    );
-    report.add(
-        Row::new(
-            FAMILY,
-            "used_memory growth per pending job, request included",
-            growth / n,
-            "bytes",
-        )
-        .vs(
-            "BullMQ-style job hash + wait-list entry, same requests",
-            lua_growth / n,
+    let beyond_requests = Footprint {
+        usage: jobs.usage.map(|u| u - n * REQUEST_LEN as f64),
+        ..jobs
+    };
+    Memory {
+        family: FAMILY,
+        usage: &format!(
+            "MEMORY USAGE per pending job beyond its request ({} jobs, 10-byte requests)",
+            num(n)
         ),
-    );
+        target: Target::AtMost(200.0),
+        growth: "used_memory growth per pending job, request included",
+        baseline: "BullMQ-style job hash + wait-list entry, same requests",
+        unit: "bytes",
+    }
+    .report(report, beyond_requests.per(n), lua.per(n));
 }
 
 /// The BullMQ-style queue's scripts, modelled on what BullMQ and bee-queue send (their
@@ -481,9 +418,7 @@ pub fn vs_lua(report: &mut Report) {
     const JOBS: usize = 50_000;
     const ROUNDS: usize = 5;
 
-    let srv = Server::start();
-    let mut admin = srv.conn();
-    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    let (_srv, mut admin, mut conn) = util::start();
     let queues = [
         Queue::Corral,
         Queue::Lua {

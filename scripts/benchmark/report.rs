@@ -145,16 +145,17 @@ impl Row {
 
     /// [`Row::versus`] for a row the other way round: its value is the `kind`
     /// baseline's, its baseline corral's.
-    pub fn versus_swapped(mut self, op: &str, kind: Kind, label: &str) -> Row {
-        let (baseline_us, corral_us) = self.us_pair();
-        self.plot = Some(Plot::Versus {
-            op: op.to_string(),
+    pub fn versus_swapped(self, op: &str, kind: Kind, label: &str) -> Row {
+        let mut row = self.versus(op, kind, label);
+        if let Some(Plot::Versus {
             corral_us,
-            kind,
-            baseline: label.to_string(),
             baseline_us,
-        });
-        self
+            ..
+        }) = &mut row.plot
+        {
+            std::mem::swap(corral_us, baseline_us);
+        }
+        row
     }
 
     /// Charts the row in its family's "cost against scale": `op` measured at `at` (the

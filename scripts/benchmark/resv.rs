@@ -8,8 +8,8 @@ use crate::common::{client, Server, ServerOptions};
 use crate::report::{Kind, Report, Row, Target};
 use crate::resp::{self, Reply};
 use crate::util::{
-    args, cmdstats, is_int, is_nil, is_ok, is_one, measure, min, percentile, refs, reset_stats,
-    Args, Check, ServerTime, Workload,
+    self, args, cmdstats, is_int, is_nil, is_ok, is_one, percentile, refs, reset_stats, Args,
+    Check, Footprint, Memory, Workload,
 };
 
 const FAMILY: &str = "RESV";
@@ -43,18 +43,9 @@ pub fn server_time(report: &mut Report) {
     const ITERS: usize = 50_000;
     const ROUNDS: usize = 5;
 
-    let srv = Server::start();
-    let mut admin = srv.conn();
-    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
-    let load = |admin: &mut redis::Connection, src: &str| -> String {
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(src)
-            .query(admin)
-            .expect("SCRIPT LOAD")
-    };
-    let lock_sha = load(&mut admin, LUA_LOCK);
-    let unlock_sha = load(&mut admin, LUA_UNLOCK);
+    let (_srv, mut admin, mut conn) = util::start();
+    let lock_sha = util::load_script(&mut admin, LUA_LOCK);
+    let unlock_sha = util::load_script(&mut admin, LUA_UNLOCK);
 
     let workloads = [
         Workload::new(
@@ -94,57 +85,43 @@ pub fn server_time(report: &mut Report) {
         ),
     ];
 
-    // Warm up (allocator, dict sizes, script cache, CPU frequency), unmeasured.
-    for w in &workloads {
-        measure(&mut conn, &mut admin, w, ITERS / 10);
-    }
-    let mut runs: Vec<Vec<ServerTime>> = workloads.iter().map(|_| Vec::new()).collect();
-    for round in 0..ROUNDS {
-        for (i, w) in workloads.iter().enumerate() {
-            let t = measure(&mut conn, &mut admin, w, ITERS);
-            eprintln!(
-                "bench:    round {round}: {}: {:.3} usec per iteration ({:.3?} per call)",
-                w.label, t.per_iter, t.per_call
-            );
-            runs[i].push(t);
-        }
-    }
-    // Best round of workload i: per iteration, and per call of its j-th stat.
-    let iter = |i: usize| min(&runs[i].iter().map(|t| t.per_iter).collect::<Vec<_>>());
-    let call = |i: usize, j: usize| min(&runs[i].iter().map(|t| t.per_call[j]).collect::<Vec<_>>());
+    let work: Vec<(&Workload, usize)> = workloads.iter().map(|w| (w, ITERS)).collect();
+    let best = util::best_of(&mut conn, &mut admin, &work, ROUNDS);
 
     let pair_name = "server time, LOCK + RELEASE (per pair)";
     let pair_op = "RESV.LOCK + RESV.RELEASE (per pair)";
     report.add(
-        Row::new(FAMILY, pair_name, iter(0), "us")
-            .vs(workloads[1].label, iter(1))
+        Row::new(FAMILY, pair_name, best.iter(0), "us")
+            .vs(workloads[1].label, best.iter(1))
             .target(Target::RatioAtMost(1.5))
             .versus(pair_op, Kind::Native, "SET NX PX + DEL"),
     );
     report.add(
-        Row::new(FAMILY, pair_name, iter(0), "us")
-            .vs(workloads[2].label, iter(2))
+        Row::new(FAMILY, pair_name, best.iter(0), "us")
+            .vs(workloads[2].label, best.iter(2))
             .target(Target::RatioAtMost(0.5))
             .versus(pair_op, Kind::Lua, "Lua lock + unlock"),
     );
-    report.add(
-        Row::new(FAMILY, "server time, RESV.LOCK alone", call(0, 0), "us")
-            .vs("SET NX PX", call(1, 0))
-            .versus("RESV.LOCK alone", Kind::Native, "SET NX PX"),
-    );
-    report.add(
-        Row::new(FAMILY, "server time, RESV.RELEASE alone", call(0, 1), "us")
-            .vs("DEL", call(1, 1))
-            .versus("RESV.RELEASE alone", Kind::Native, "DEL"),
-    );
+    for (j, cmd, native) in [(0, "RESV.LOCK", "SET NX PX"), (1, "RESV.RELEASE", "DEL")] {
+        report.add(
+            Row::new(
+                FAMILY,
+                &format!("server time, {cmd} alone"),
+                best.call(0, j),
+                "us",
+            )
+            .vs(native, best.call(1, j))
+            .versus(&format!("{cmd} alone"), Kind::Native, native),
+        );
+    }
     report.add(
         Row::new(
             FAMILY,
             "server time, RESV.INFO on a free key (module command floor)",
-            call(3, 0),
+            best.call(3, 0),
             "us",
         )
-        .vs("GET on a missing key", call(3, 1)),
+        .vs("GET on a missing key", best.call(3, 1)),
     );
 }
 
@@ -298,22 +275,11 @@ pub fn wake_after_release(report: &mut Report) {
         assert!(grant.token.is_some(), "the waiter was not granted the lock");
         lat_ms.push(grant.at.duration_since(t0).as_secs_f64() * 1e3);
     }
-    lat_ms.sort_by(f64::total_cmp);
-    let name = format!("wake latency after RELEASE (n={ITERATIONS})");
-    report.add(Row::new(
-        FAMILY,
-        &format!("{name}, p50"),
-        percentile(&lat_ms, 0.5),
-        "ms",
-    ));
-    report.add(
-        Row::new(
-            FAMILY,
-            &format!("{name}, p99"),
-            percentile(&lat_ms, 0.99),
-            "ms",
-        )
-        .target(Target::AtMost(2.0)),
+    latency_rows(
+        report,
+        &format!("wake latency after RELEASE (n={ITERATIONS})"),
+        lat_ms,
+        2.0,
     );
 }
 
@@ -363,8 +329,17 @@ pub fn wake_after_deadline(report: &mut Report) {
     if discarded > 0 {
         eprintln!("bench:    {discarded} iterations discarded (waiter queued too late)");
     }
+    latency_rows(
+        report,
+        &format!("wake latency after lease lapse (n={})", lat_ms.len()),
+        lat_ms,
+        5.0,
+    );
+}
+
+/// Two rows for latencies in ms: `name, p50` and `name, p99` (the p99 with a target).
+fn latency_rows(report: &mut Report, name: &str, mut lat_ms: Vec<f64>, p99_at_most: f64) {
     lat_ms.sort_by(f64::total_cmp);
-    let name = format!("wake latency after lease lapse (n={})", lat_ms.len());
     report.add(Row::new(
         FAMILY,
         &format!("{name}, p50"),
@@ -378,7 +353,7 @@ pub fn wake_after_deadline(report: &mut Report) {
             percentile(&lat_ms, 0.99),
             "ms",
         )
-        .target(Target::AtMost(5.0)),
+        .target(Target::AtMost(p99_at_most)),
     );
 }
 
@@ -519,80 +494,38 @@ pub fn many_waiters(report: &mut Report) {
 
 /// (f) Memory of a held lock against a string with a TTL holding the same holder name.
 ///
-/// `MEMORY USAGE` of one key of each (same key length) is the target row. Below it, an
-/// informational row: growth of `used_memory` per key over 100,000 keys of each, which
-/// also counts what `MEMORY USAGE` cannot see (the expires dict for strings; the module's
-/// own side tables, e.g. its deadline schedule, for corral).
+/// 100,000 held locks (`RESV.LOCK m<i> holder 60000`), then, after a FLUSHALL, 100,000
+/// strings (`SET m<i> holder PX 60000`), keys `m00000`…`m99999`. `MEMORY USAGE` of one key
+/// of each is the target row. Below it, an informational row: growth of `used_memory` per
+/// key while each kind was built, which also counts what `MEMORY USAGE` cannot see (the
+/// expires dict for strings; the module's own side tables, e.g. its deadline schedule, for
+/// corral).
 pub fn memory(report: &mut Report) {
     const HOLDER: &str = "worker-123456789";
     const KEYS: usize = 100_000;
-    let srv = Server::start();
-    let mut c = srv.conn();
-
-    let t: Option<i64> = redis::cmd("RESV.LOCK")
-        .arg("mem:a")
-        .arg(HOLDER)
-        .arg(60_000)
-        .query(&mut c)
-        .expect("RESV.LOCK");
-    assert!(t.is_some());
-    let _: () = redis::cmd("SET")
-        .arg("mem:b")
-        .arg(HOLDER)
-        .arg("PX")
-        .arg(60_000)
-        .query(&mut c)
-        .expect("SET");
-    let usage = |c: &mut redis::Connection, key: &str| -> f64 {
-        let n: i64 = redis::cmd("MEMORY")
-            .arg("USAGE")
-            .arg(key)
-            .query(c)
-            .expect("MEMORY USAGE");
-        n as f64
-    };
-    let (lock_bytes, set_bytes) = (usage(&mut c, "mem:a"), usage(&mut c, "mem:b"));
-    report.add(
-        Row::new(FAMILY, "MEMORY USAGE of a held lock", lock_bytes, "bytes")
-            .vs("SET key holder PX", set_bytes)
-            .target(Target::RatioAtMost(2.0)),
-    );
-
-    // used_memory growth per key over many keys (FLUSHALL before each kind).
-    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
-    let mut per_key = |cmd: &dyn Fn(&str) -> Args| -> f64 {
-        let _: () = redis::cmd("FLUSHALL").query(&mut c).expect("FLUSHALL");
-        let used = |c: &mut redis::Connection| -> f64 {
-            let info: String = redis::cmd("INFO").arg("memory").query(c).expect("INFO");
-            crate::common::info_value(&info, "used_memory")
-                .and_then(|v| v.parse().ok())
-                .expect("used_memory")
-        };
-        let before = used(&mut c);
-        for b in (0..KEYS).step_by(1000) {
-            let mut buf = Vec::new();
-            for i in b..b + 1000 {
-                resp::encode(&mut buf, &refs(&cmd(&format!("mem:{i:08}"))));
-            }
-            conn.send_raw(&buf).expect("send");
-            for _ in 0..1000 {
-                let r = conn.read().expect("read");
-                assert!(!matches!(r, Reply::Error(_)), "unexpected reply {r:?}");
-            }
+    let (_srv, mut admin, mut conn) = util::start();
+    let mut side = |cmd: &dyn Fn(&str) -> Args| {
+        let (f, ()) = util::footprint(&mut admin, Some("m00000"), || {
+            let ok = |r: &Reply| !matches!(r, Reply::Error(_));
+            util::load(&mut conn, KEYS, |i| cmd(&format!("m{i:05}")), ok)
+        });
+        // The usage of one key; the growth per key.
+        Footprint {
+            growth: f.growth / KEYS as f64,
+            ..f
         }
-        (used(&mut c) - before) / KEYS as f64
     };
-    let lock_per_key = per_key(&|k| args(&["RESV.LOCK", k, HOLDER, "60000"]));
-    let set_per_key = per_key(&|k| args(&["SET", k, HOLDER, "PX", "60000"]));
-    report.add(
-        Row::new(
-            FAMILY,
-            "used_memory per held lock (100,000 keys)",
-            lock_per_key,
-            "bytes",
-        )
-        .vs("SET key holder PX", set_per_key),
-    );
+    let lock = side(&|k| args(&["RESV.LOCK", k, HOLDER, "60000"]));
+    let set = side(&|k| args(&["SET", k, HOLDER, "PX", "60000"]));
+    Memory {
+        family: FAMILY,
+        usage: "MEMORY USAGE of a held lock",
+        target: Target::RatioAtMost(2.0),
+        growth: "used_memory per held lock (100,000 keys)",
+        baseline: "SET key holder PX",
+        unit: "bytes",
+    }
+    .report(report, lock, set);
 }
 
 /// `RESV.INFO key` as (holder, waiters); None when the key is free.

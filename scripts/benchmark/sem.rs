@@ -1,12 +1,11 @@
 //! SEM: counting semaphores whose permits expire, against the sorted-set scripts that
 //! passbuddy and redis-semaphore send.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::common::Server;
 use crate::report::{num, Kind, Report, Row, Target};
 use crate::resp;
-use crate::util::{self, args, best_of, is_int, is_one, uuidish, Workload};
+use crate::util::{self, args, best_of, is_int, is_one, uuidish, Memory, Workload};
 
 const FAMILY: &str = "SEM";
 
@@ -39,40 +38,15 @@ fn now_ms() -> u64 {
 /// Gives `key` `n` holders (`uuidish(0..n)`), with pipelined `SEM.ACQUIRE`s.
 fn fill(conn: &mut resp::Conn, key: &str, n: usize) {
     let (cap, ttl) = (CAPACITY.to_string(), TTL_MS.to_string());
-    let sent = util::pipeline(
-        conn,
-        n,
-        1000,
-        Duration::MAX,
-        |range, buf| {
-            for i in range {
-                let h = uuidish(i as u64);
-                let cmd = args(&["SEM.ACQUIRE", key, &h, &cap, &ttl]);
-                resp::encode(buf, &util::refs(&cmd));
-            }
-        },
-        |i, r| assert!(is_int(&r), "SEM.ACQUIRE {key} holder {i}: {r:?}"),
-    );
-    assert_eq!(sent, n);
+    let acquire = |i| args(&["SEM.ACQUIRE", key, &uuidish(i as u64), &cap, &ttl]);
+    util::load(conn, n, acquire, is_int);
 }
 
 /// The same holders as [`fill`], as members of a sorted set scored by their expiry.
 fn fill_zset(conn: &mut resp::Conn, key: &str, n: usize) {
     let expiry = (now_ms() + TTL_MS).to_string();
-    let sent = util::pipeline(
-        conn,
-        n,
-        1000,
-        Duration::MAX,
-        |range, buf| {
-            for i in range {
-                let h = uuidish(i as u64);
-                resp::encode(buf, &util::refs(&args(&["ZADD", key, &expiry, &h])));
-            }
-        },
-        |i, r| assert!(is_one(&r), "ZADD {key} member {i}: {r:?}"),
-    );
-    assert_eq!(sent, n);
+    let zadd = |i| args(&["ZADD", key, &expiry, &uuidish(i as u64)]);
+    util::load(conn, n, zadd, is_one);
 }
 
 /// `SEM.ACQUIRE` of a new holder, then its `SEM.RELEASE`, on `key`: a new holder each
@@ -120,9 +94,7 @@ pub fn scaling(report: &mut Report) {
     const ITERS: usize = 50_000;
     const ROUNDS: usize = 5;
 
-    let srv = Server::start();
-    let mut admin = srv.conn();
-    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    let (_srv, mut admin, mut conn) = util::start();
     for (key, n) in SIZES {
         fill(&mut conn, key, n);
     }
@@ -190,9 +162,7 @@ pub fn vs_lua(report: &mut Report) {
     const ITERS: usize = 50_000;
     const ROUNDS: usize = 5;
 
-    let srv = Server::start();
-    let mut admin = srv.conn();
-    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    let (_srv, mut admin, mut conn) = util::start();
     fill(&mut conn, "sem", HOLDERS);
     fill_zset(&mut conn, "zsem", HOLDERS);
     let sha = util::load_script(&mut admin, LUA_ACQUIRE);
@@ -278,44 +248,23 @@ pub fn vs_lua(report: &mut Report) {
 /// `mem_usage` callback, an estimate).
 pub fn memory(report: &mut Report) {
     const HOLDERS: usize = 100_000;
-    let srv = Server::start();
-    let mut admin = srv.conn();
-    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
-
-    let before = util::used_memory(&mut admin);
-    fill(&mut conn, "sem", HOLDERS);
-    let sem_growth = util::used_memory(&mut admin) - before;
-    let before = util::used_memory(&mut admin);
-    fill_zset(&mut conn, "zsem", HOLDERS);
-    let zset_growth = util::used_memory(&mut admin) - before;
-    let encoding: String = redis::cmd("OBJECT")
-        .arg("ENCODING")
-        .arg("zsem")
-        .query(&mut admin)
-        .expect("OBJECT ENCODING");
-
+    let (_srv, mut admin, mut conn) = util::start();
+    let (sem, ()) = util::footprint(&mut admin, Some("sem"), || fill(&mut conn, "sem", HOLDERS));
+    let (zset, ()) = util::footprint(&mut admin, Some("zsem"), || {
+        fill_zset(&mut conn, "zsem", HOLDERS)
+    });
     let n = HOLDERS as f64;
-    let zset = format!("sorted-set member ({encoding}), same ids");
-    report.add(
-        Row::new(
-            FAMILY,
-            &format!(
-                "MEMORY USAGE per held permit ({} holders, 36-char ids)",
-                num(n)
-            ),
-            util::memory_usage(&mut admin, "sem") / n,
-            "bytes",
-        )
-        .vs(&zset, util::memory_usage(&mut admin, "zsem") / n)
-        .target(Target::RatioAtMost(1.5)),
-    );
-    report.add(
-        Row::new(
-            FAMILY,
-            "used_memory growth per held permit, same holders",
-            sem_growth / n,
-            "bytes",
-        )
-        .vs(&zset, zset_growth / n),
-    );
+    let encoding = util::encoding(&mut admin, "zsem");
+    Memory {
+        family: FAMILY,
+        usage: &format!(
+            "MEMORY USAGE per held permit ({} holders, 36-char ids)",
+            num(n)
+        ),
+        target: Target::RatioAtMost(1.5),
+        growth: "used_memory growth per held permit, same holders",
+        baseline: &format!("sorted-set member ({encoding}), same ids"),
+        unit: "bytes",
+    }
+    .report(report, sem.per(n), zset.per(n));
 }

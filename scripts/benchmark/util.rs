@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::common::Server;
+use crate::report::{Report, Row, Target};
 use crate::resp::{self, Reply};
 
 /// `INFO commandstats` as `command name → (calls, usec)`, names as Redis spells them
@@ -160,22 +162,33 @@ pub fn measure(
             }
         }
     }
-    let stats = cmdstats(admin);
-    let iters = (iters / BATCH * BATCH) as f64;
-    let mut total = 0.0;
-    let per_call = w
-        .stats
-        .iter()
-        .map(|name| {
-            let (calls, usec) = stats.get(*name).copied().unwrap_or((0, 0));
-            assert!(calls > 0, "{}: no cmdstat_{name} in INFO", w.label);
-            total += usec as f64;
-            usec as f64 / calls as f64
-        })
-        .collect();
-    ServerTime {
-        per_iter: total / iters,
-        per_call,
+    ServerTime::read(admin, w.label, w.stats, iters / BATCH * BATCH)
+}
+
+impl ServerTime {
+    /// What `INFO commandstats` on `admin` says `iters` iterations of `stats` cost since
+    /// the last `CONFIG RESETSTAT` (`label` names the workload in a failed check).
+    pub fn read(
+        admin: &mut redis::Connection,
+        label: &str,
+        stats: &[&str],
+        iters: usize,
+    ) -> ServerTime {
+        let all = cmdstats(admin);
+        let mut total = 0.0;
+        let per_call = stats
+            .iter()
+            .map(|name| {
+                let (calls, usec) = all.get(*name).copied().unwrap_or((0, 0));
+                assert!(calls > 0, "{label}: no cmdstat_{name} in INFO");
+                total += usec as f64;
+                usec as f64 / calls as f64
+            })
+            .collect();
+        ServerTime {
+            per_iter: total / iters as f64,
+            per_call,
+        }
     }
 }
 
@@ -194,26 +207,39 @@ impl Rounds {
     }
 }
 
-/// Measures each `(workload, iterations)` `rounds` times, interleaved (round 0 of each,
-/// then round 1 of each…), after an unmeasured warm-up of a tenth of the iterations.
-/// Noise on a shared machine only ever adds time, so callers report the best round
-/// ([`Rounds::iter`], [`Rounds::call`]), as the RESV server-time section does.
+/// Measures each `(workload, iterations)` `rounds` times with [`measure`]: see
+/// [`best_rounds`].
 pub fn best_of(
     conn: &mut resp::Conn,
     admin: &mut redis::Connection,
     work: &[(&Workload, usize)],
     rounds: usize,
 ) -> Rounds {
-    for (w, iters) in work {
-        measure(conn, admin, w, (iters / 10).max(BATCH));
+    let runs: Vec<(&str, usize)> = work.iter().map(|(w, iters)| (w.label, *iters)).collect();
+    best_rounds(&runs, rounds, |i, iters| {
+        measure(conn, admin, work[i].0, iters)
+    })
+}
+
+/// Runs `run(i, iterations)` for each `(label, iterations)` of `work`, `rounds` times,
+/// interleaved (round 0 of each, then round 1 of each…), after an unmeasured warm-up of a
+/// tenth of the iterations. Noise on a shared machine only ever adds time, so callers
+/// report the best round ([`Rounds::iter`], [`Rounds::call`]).
+pub fn best_rounds(
+    work: &[(&str, usize)],
+    rounds: usize,
+    mut run: impl FnMut(usize, usize) -> ServerTime,
+) -> Rounds {
+    for (i, (_, iters)) in work.iter().enumerate() {
+        run(i, (iters / 10).max(BATCH));
     }
     let mut runs: Vec<Vec<ServerTime>> = work.iter().map(|_| Vec::new()).collect();
     for round in 0..rounds {
-        for (i, (w, iters)) in work.iter().enumerate() {
-            let t = measure(conn, admin, w, *iters);
+        for (i, (label, iters)) in work.iter().enumerate() {
+            let t = run(i, *iters);
             eprintln!(
-                "bench:    round {round}: {}: {:.3} usec per iteration ({:.3?} per call)",
-                w.label, t.per_iter, t.per_call
+                "bench:    round {round}: {label}: {:.3} usec per iteration ({:.3?} per call)",
+                t.per_iter, t.per_call
             );
             runs[i].push(t);
         }
@@ -262,6 +288,30 @@ pub fn pipeline(
     }
 }
 
+/// Sends `cmd(0)`, …, `cmd(n − 1)` in pipelines of 1,000 ([`pipeline`]) and checks that each
+/// reply passes `ok`: fills a key (or a keyspace) before a measurement.
+pub fn load(conn: &mut resp::Conn, n: usize, cmd: impl Fn(usize) -> Args, ok: Check) {
+    let sent = pipeline(
+        conn,
+        n,
+        1000,
+        Duration::MAX,
+        |range, buf| {
+            for i in range {
+                resp::encode(buf, &refs(&cmd(i)));
+            }
+        },
+        |i, r| {
+            assert!(
+                ok(&r),
+                "{} (number {i}): unexpected reply {r:?}",
+                String::from_utf8_lossy(&cmd(i).join(&b' '))
+            )
+        },
+    );
+    assert_eq!(sent, n);
+}
+
 /// A uuid-like 36-character id (`8-4-4-4-12` hex digits), the same for the same `i`
 /// and distinct for distinct `i` (a bijective mix of `i` fills the first 60 bits).
 pub fn uuidish(i: u64) -> String {
@@ -283,27 +333,109 @@ pub fn uuidish(i: u64) -> String {
     )
 }
 
-/// `used_memory` from `INFO memory`, in bytes.
-pub fn used_memory(conn: &mut redis::Connection) -> f64 {
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query(conn)
-        .expect("INFO memory");
-    crate::common::info_value(&info, "used_memory")
-        .and_then(|v| v.parse().ok())
-        .expect("used_memory")
+/// A fresh server with corral, an admin connection (the `redis` crate) and a raw one for
+/// pipelines.
+pub fn start() -> (Server, redis::Connection, resp::Conn) {
+    let srv = Server::start();
+    let admin = srv.conn();
+    let conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    (srv, admin, conn)
 }
 
-/// `MEMORY USAGE key SAMPLES 0` (every element counted, not a sample), in bytes.
-pub fn memory_usage(conn: &mut redis::Connection, key: &str) -> f64 {
-    let n: i64 = redis::cmd("MEMORY")
-        .arg("USAGE")
+/// What building one side of a memory comparison cost, in bytes (or per element, after
+/// [`Footprint::per`]).
+pub struct Footprint {
+    /// `MEMORY USAGE key SAMPLES 0` of its key afterwards (every element counted, not a
+    /// sample); None for a side spread over many keys.
+    pub usage: Option<f64>,
+    /// How much `used_memory` grew while it was built: what the allocator really handed
+    /// out, slack and what `MEMORY USAGE` cannot see (expires dict, module side tables)
+    /// included.
+    pub growth: f64,
+}
+
+impl Footprint {
+    /// Both figures divided by `n`: per element, or in MB with `n` = 10^6.
+    pub fn per(self, n: f64) -> Footprint {
+        Footprint {
+            usage: self.usage.map(|u| u / n),
+            growth: self.growth / n,
+        }
+    }
+}
+
+/// `FLUSHALL`, then `build()` (which fills the keyspace through another connection),
+/// measured: `used_memory` before and after, then `MEMORY USAGE` of `key`. Each side of a
+/// comparison so starts from an empty keyspace. Returns what `build` returned too.
+pub fn footprint<T>(
+    admin: &mut redis::Connection,
+    key: Option<&str>,
+    build: impl FnOnce() -> T,
+) -> (Footprint, T) {
+    let used_memory = |admin: &mut redis::Connection| -> f64 {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(admin)
+            .expect("INFO memory");
+        crate::common::info_value(&info, "used_memory")
+            .and_then(|v| v.parse().ok())
+            .expect("used_memory")
+    };
+    let _: () = redis::cmd("FLUSHALL").query(admin).expect("FLUSHALL");
+    let before = used_memory(admin);
+    let built = build();
+    let growth = used_memory(admin) - before;
+    let usage = key.map(|key| {
+        let n: i64 = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query(admin)
+            .expect("MEMORY USAGE");
+        n as f64
+    });
+    (Footprint { usage, growth }, built)
+}
+
+/// A family's memory section: corral against a baseline holding the same things, in two
+/// rows: `MEMORY USAGE` (the row with the target; against the baseline's when it is one
+/// key) and the growth of `used_memory` while each was built (informational).
+pub struct Memory<'a> {
+    pub family: &'a str,
+    /// The `MEMORY USAGE` row's name, and its target.
+    pub usage: &'a str,
+    pub target: Target,
+    /// The `used_memory` growth row's name.
+    pub growth: &'a str,
+    /// What the baseline is.
+    pub baseline: &'a str,
+    /// The rows' unit ("bytes", "MB"): the footprints are already in it.
+    pub unit: &'a str,
+}
+
+impl Memory<'_> {
+    pub fn report(&self, report: &mut Report, corral: Footprint, baseline: Footprint) {
+        let usage = corral.usage.expect("corral's side has a key");
+        let row = Row::new(self.family, self.usage, usage, self.unit).target(self.target);
+        report.add(match baseline.usage {
+            Some(b) => row.vs(self.baseline, b),
+            None => row,
+        });
+        report.add(
+            Row::new(self.family, self.growth, corral.growth, self.unit)
+                .vs(self.baseline, baseline.growth),
+        );
+    }
+}
+
+/// `OBJECT ENCODING key` ("skiplist", "hashtable"…).
+pub fn encoding(admin: &mut redis::Connection, key: &str) -> String {
+    redis::cmd("OBJECT")
+        .arg("ENCODING")
         .arg(key)
-        .arg("SAMPLES")
-        .arg(0)
-        .query(conn)
-        .expect("MEMORY USAGE");
-    n as f64
+        .query(admin)
+        .expect("OBJECT ENCODING")
 }
 
 /// `SCRIPT LOAD src`: the script's sha, for EVALSHA.
