@@ -90,6 +90,11 @@ const SECTIONS: &[Section] = &[
     },
     Section {
         family: "RESV",
+        name: "resv/contended",
+        run: resv::contended,
+    },
+    Section {
+        family: "RESV",
         name: "resv/memory",
         run: resv::memory,
     },

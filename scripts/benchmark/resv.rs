@@ -1,6 +1,7 @@
 //! RESV: locks with fencing tokens and FIFO blocking waiters.
 
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Barrier;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,8 @@ const FAMILY: &str = "RESV";
 
 /// A script-based lock as lock libraries send it: `SET NX PX` inside a script…
 const LUA_LOCK: &str = "return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])";
-/// …and the compare-and-delete unlock.
+/// …and the compare-and-delete unlock (redis-semaphore's Mutex release, `delIfEqualLua`,
+/// is this script).
 const LUA_UNLOCK: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
@@ -526,6 +528,223 @@ pub fn memory(report: &mut Report) {
         unit: "bytes",
     }
     .report(report, lock, set);
+}
+
+/// redis-semaphore's Mutex defaults: `lockTimeout` (the lease, ms), `acquireTimeout` (how
+/// long an acquire may try, ms; corral's BLOCK) and `retryInterval` (its sleep between two
+/// `SET NX` attempts).
+const MUTEX_LOCK_MS: &str = "10000";
+const MUTEX_ACQUIRE_MS: &str = "10000";
+const MUTEX_RETRY: Duration = Duration::from_millis(10);
+
+/// What one side of [`contended`] did in one round.
+struct Contention {
+    /// Critical sections completed per second (all clients together).
+    rate: f64,
+    /// Waits to acquire (from the first acquire command to the grant), ms, sorted.
+    waits_ms: Vec<f64>,
+    /// Server time inside commands per critical section (`INFO commandstats` usec of the
+    /// side's commands over the sections), µs.
+    usec: f64,
+    /// Acquire commands sent per critical section (1 for corral unless a BLOCK timed out).
+    attempts: f64,
+}
+
+/// One client of [`contended`]: from `start` until `RUN` has passed, locks `key` as `holder`
+/// (corral: `RESV.LOCK … BLOCK`; `mutex`, the sha of [`LUA_UNLOCK`]: `SET NX PX` every
+/// [`MUTEX_RETRY`] until it answers OK), does nothing, and releases (`RESV.RELEASE`; the
+/// script). Returns each wait to acquire, in ms, and the acquire commands it sent.
+fn contend(
+    port: u16,
+    mutex: Option<&str>,
+    key: &str,
+    holder: &str,
+    start: &Barrier,
+    run: Duration,
+) -> (Vec<f64>, usize) {
+    let mut conn = resp::Conn::connect(port, 4096).expect("connect");
+    let (lock, release) = match mutex {
+        None => (
+            args(&[
+                "RESV.LOCK",
+                key,
+                holder,
+                MUTEX_LOCK_MS,
+                "BLOCK",
+                MUTEX_ACQUIRE_MS,
+            ]),
+            args(&["RESV.RELEASE", key, holder]),
+        ),
+        Some(sha) => (
+            args(&["SET", key, holder, "NX", "PX", MUTEX_LOCK_MS]),
+            args(&["EVALSHA", sha, "1", key, holder]),
+        ),
+    };
+    let (lock, release) = (refs(&lock), refs(&release));
+    let (mut waits, mut attempts) = (Vec::new(), 0);
+    start.wait();
+    let until = Instant::now() + run;
+    while Instant::now() < until {
+        let t = Instant::now();
+        loop {
+            attempts += 1;
+            match conn.call(&lock).expect("lock") {
+                Reply::Int(_) | Reply::Status(_) => break,
+                // SET NX: held by another; RESV.LOCK: its BLOCK timed out (ask again).
+                r if is_nil(&r) => {
+                    if mutex.is_some() {
+                        std::thread::sleep(MUTEX_RETRY);
+                    }
+                }
+                r => panic!("{holder}: unexpected reply {r:?} to a lock"),
+            }
+        }
+        waits.push(t.elapsed().as_secs_f64() * 1e3);
+        // The critical section: nothing.
+        let r = conn.call(&release).expect("release");
+        assert!(is_one(&r), "{holder}: unexpected reply {r:?} to a release");
+    }
+    (waits, attempts)
+}
+
+/// (g) The contended path, end to end: `CLIENTS` clients on ONE key, each looping lock →
+/// no-op → release for `RUN`, against redis-semaphore's Mutex doing the same.
+///
+/// corral: `RESV.LOCK k <holder> 10000 BLOCK 10000` (the waiter is queued in the server and
+/// handed the lock when the holder releases), then `RESV.RELEASE k <holder>`. Baseline: what
+/// redis-semaphore's Mutex sends with its defaults: `SET k <id> NX PX 10000`, retried every
+/// 10 ms while it answers nil, then its compare-and-delete release script ([`LUA_UNLOCK`],
+/// `EVALSHA`). Holders are 36-character uuid-like ids on both sides. Each client is a thread
+/// with its own connection; after `RUN` each finishes the section it is in.
+///
+/// Rows: critical sections per second (all clients, as they see them); the p99 and the
+/// longest of the waits to acquire (first acquire command sent → lock held, over all the
+/// sections); and the server time inside commands
+/// per critical section: `INFO commandstats` usec of `resv.lock` + `resv.release` (a blocked
+/// LOCK's unblocking and reply are accounted to it) against `set` + `evalsha` (the script's
+/// inner GET and DEL are inside `evalsha`'s time, and left out under their own names), over
+/// the sections completed — the target is at most 4 µs. What happens between commands (a
+/// module's unblocking work in `beforeSleep`, timers) is not in commandstats. The sides
+/// alternate, `ROUNDS` rounds after a short warm-up of each; each figure is the median of
+/// its side's rounds, not the best: the Mutex swings from round to round between one client
+/// keeping the lock (it SETs again at once after its release while the others sleep 10 ms:
+/// high rate, tiny p99) and all of them contending. Its starved clients show in the longest
+/// wait (a client still waiting when `RUN` ends gets the lock once the others stop, so its
+/// wait is counted too).
+pub fn contended(report: &mut Report) {
+    const CLIENTS: usize = 20;
+    const RUN: Duration = Duration::from_secs(2);
+    const ROUNDS: usize = 5;
+    const MUTEX: &str = "redis-semaphore Mutex (SET NX PX, 10 ms retry; Lua release)";
+
+    let srv = Server::start();
+    let mut admin = srv.conn();
+    let sha = util::load_script(&mut admin, LUA_UNLOCK);
+    let holders: Vec<String> = (0..CLIENTS as u64).map(util::uuidish).collect();
+    let sides: [(&str, Option<&str>, [&str; 2]); 2] = [
+        ("corral", None, ["resv.lock", "resv.release"]),
+        ("redis-semaphore Mutex", Some(&sha), ["set", "evalsha"]),
+    ];
+
+    let port = srv.port();
+    let run = |admin: &mut redis::Connection, side: usize, run: Duration| -> Contention {
+        let (_, mutex, stats) = sides[side];
+        let key = if mutex.is_some() { "mutex" } else { "lock" };
+        let start = Barrier::new(CLIENTS + 1);
+        reset_stats(admin);
+        let (results, secs) = std::thread::scope(|scope| {
+            let threads: Vec<_> = holders
+                .iter()
+                .map(|h| {
+                    let start = &start;
+                    scope.spawn(move || contend(port, mutex, key, h, start, run))
+                })
+                .collect();
+            start.wait();
+            let t = Instant::now();
+            let results: Vec<(Vec<f64>, usize)> = threads
+                .into_iter()
+                .map(|t| t.join().expect("a contending client panicked"))
+                .collect();
+            (results, t.elapsed().as_secs_f64())
+        });
+        let all = cmdstats(admin);
+        let usec: u64 = stats.iter().map(|s| all.get(*s).map_or(0, |c| c.1)).sum();
+        let mut waits_ms: Vec<f64> = results.iter().flat_map(|r| r.0.iter().copied()).collect();
+        waits_ms.sort_by(f64::total_cmp);
+        let sections = waits_ms.len() as f64;
+        let attempts: usize = results.iter().map(|r| r.1).sum();
+        Contention {
+            rate: sections / secs,
+            usec: usec as f64 / sections,
+            attempts: attempts as f64 / sections,
+            waits_ms,
+        }
+    };
+    for side in 0..sides.len() {
+        run(&mut admin, side, RUN / 4);
+    }
+    let mut rounds: Vec<Vec<Contention>> = sides.iter().map(|_| Vec::new()).collect();
+    for round in 0..ROUNDS {
+        for (side, (label, ..)) in sides.iter().enumerate() {
+            let c = run(&mut admin, side, RUN);
+            eprintln!(
+                "bench:    round {round}: {label}: {:.0} sections/s, wait p50 {:.3} ms, p99 \
+                 {:.3} ms, max {:.1} ms, {:.2} usec of server time and {:.2} acquire commands \
+                 per section",
+                c.rate,
+                percentile(&c.waits_ms, 0.5),
+                percentile(&c.waits_ms, 0.99),
+                percentile(&c.waits_ms, 1.0),
+                c.usec,
+                c.attempts
+            );
+            rounds[side].push(c);
+        }
+    }
+    // Each figure: the median of its side's rounds.
+    let median = |side: usize, f: Figure| {
+        let mut xs: Vec<f64> = rounds[side].iter().map(f).collect();
+        xs.sort_by(f64::total_cmp);
+        percentile(&xs, 0.5)
+    };
+    let name =
+        format!("contended lock, {CLIENTS} clients on one key (LOCK BLOCK → no-op → RELEASE)");
+    type Figure = fn(&Contention) -> f64;
+    let figures: [(&str, Figure, &str); 3] = [
+        ("critical sections per second", |c| c.rate, "sections/s"),
+        (
+            "wait to acquire, p99",
+            |c| percentile(&c.waits_ms, 0.99),
+            "ms",
+        ),
+        (
+            "longest wait to acquire",
+            |c| percentile(&c.waits_ms, 1.0),
+            "ms",
+        ),
+    ];
+    for (what, f, unit) in figures {
+        report.add(
+            Row::new(FAMILY, &format!("{name}: {what}"), median(0, f), unit)
+                .vs(MUTEX, median(1, f)),
+        );
+    }
+    report.add(
+        Row::new(
+            FAMILY,
+            &format!("{name}: server time inside commands per critical section"),
+            median(0, |c| c.usec),
+            "us",
+        )
+        .vs(MUTEX, median(1, |c| c.usec))
+        .target(Target::AtMost(4.0))
+        .versus(
+            &format!("contended LOCK BLOCK + RELEASE, {CLIENTS} clients, per critical section"),
+            Kind::Lua,
+            "SET NX PX retries + Lua release",
+        ),
+    );
 }
 
 /// `RESV.INFO key` as (holder, waiters); None when the key is free.
