@@ -39,7 +39,7 @@ const LUA_UNLOCK: &str =
 /// the inner entries would count them twice.
 ///
 /// A fourth, informational workload shows the floor of any module command here:
-/// `RESV.INFO` on a free key (parse, open an empty key, reply nil) against `GET` on a
+/// `ALLOC.INSTANCE` on a missing key (parse, open an empty key, reply nil) against `GET` on a
 /// missing key, so the gap above that floor is visibly corral's own work.
 pub fn server_time(report: &mut Report) {
     const ITERS: usize = 50_000;
@@ -80,10 +80,10 @@ pub fn server_time(report: &mut Report) {
         Workload::new(
             "floor",
             vec![
-                (args(&["RESV.INFO", "free"]), is_nil),
+                (args(&["ALLOC.INSTANCE", "free", "job"]), is_nil),
                 (args(&["GET", "free"]), is_nil),
             ],
-            &["resv.info", "get"],
+            &["alloc.instance", "get"],
         ),
     ];
 
@@ -119,7 +119,7 @@ pub fn server_time(report: &mut Report) {
     report.add(
         Row::new(
             FAMILY,
-            "server time, RESV.INFO on a free key (module command floor)",
+            "server time, ALLOC.INSTANCE on a missing key (module command floor)",
             best.call(3, 0),
             "us",
         )
@@ -747,7 +747,7 @@ pub fn contended(report: &mut Report) {
     );
 }
 
-/// `RESV.INFO key` as (holder, waiters); None when the key is free.
+/// `RESV.INFO key` as (holder, waiters); the holder is empty when the key is free.
 fn resv_info(conn: &mut redis::Connection, key: &str) -> Option<(String, i64)> {
     let fields = client::fields(client::value(conn, &["RESV.INFO", key]))?;
     let (mut holder, mut waiters) = (String::new(), -1);
