@@ -12,33 +12,36 @@ pub mod resv;
 pub mod sem;
 pub mod slot;
 
-use engine::{Ctx, Primitive};
+#[cfg(test)]
+pub mod toy;
+
+use engine::{family, Ctx, FamilyDef};
 use redis_module::{Context, RedisString, Status};
 
-/// Registers every family's data type and commands, then the engine's own hooks.
+/// Every family: its value type and its commands. A new family is a folder, a line here and its
+/// variant in `engine/family.rs` (see the walkthrough at the top of `engine/mod.rs`).
+pub const FAMILIES: &[FamilyDef] = &[
+    family::<resv::Resv>(resv::commands::COMMANDS),
+    family::<sem::Sem>(sem::commands::COMMANDS),
+    family::<slot::Pool>(slot::commands::COMMANDS),
+    family::<alloc::Alloc>(alloc::commands::COMMANDS),
+    family::<job::Jobs>(job::commands::COMMANDS),
+    #[cfg(test)]
+    family::<toy::Toy>(toy::COMMANDS),
+];
+
+/// Registers the engine, then every family's data type and commands.
 #[cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // SAFETY: the context Redis passed to RedisModule_OnLoad.
     let ctx = unsafe { Ctx::from_raw(ctx.ctx) };
-    let result = engine::init(ctx)
-        .and_then(|_| family::<resv::Resv>(ctx, resv::commands::COMMANDS))
-        .and_then(|_| family::<sem::Sem>(ctx, sem::commands::COMMANDS))
-        .and_then(|_| family::<slot::Pool>(ctx, slot::commands::COMMANDS))
-        .and_then(|_| family::<alloc::Alloc>(ctx, alloc::commands::COMMANDS))
-        .and_then(|_| family::<job::Jobs>(ctx, job::commands::COMMANDS));
-    match result {
+    match engine::init(ctx, FAMILIES) {
         Ok(()) => Status::Ok,
         Err(e) => {
             ctx.log_warning(&format!("corral failed to load: {e}"));
             Status::Err
         }
     }
-}
-
-#[cfg_attr(any(test, feature = "fuzzing"), allow(dead_code))]
-fn family<F: Primitive>(ctx: Ctx, commands: &[engine::CommandDef]) -> Result<(), String> {
-    engine::register_family::<F>(ctx)?;
-    engine::command::register(ctx, commands)
 }
 
 // Unit tests run the pure cores with the system allocator; the module itself allocates through

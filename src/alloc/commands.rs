@@ -29,7 +29,6 @@ pub struct AvailableCmd;
 impl Command for AvailableCmd {
     const NAME: &'static str = "ALLOC.AVAILABLE";
     const FLAGS: &'static str = "write deny-oom fast";
-    const ARITY: i32 = -3;
     const SUMMARY: &'static str = "Makes instance available for allocation (new instances go to the end of the allocation order); with TTL, availability is a heartbeat lease. Returns 1 if it changed, 0 if already available";
     const COMPLEXITY: &'static str = "O(1) for a known available instance, O(instances) otherwise";
     const ARGS: &'static [Arg] = &[Arg::Str("instance"), Arg::OptInt("TTL", "ms")];
@@ -52,7 +51,6 @@ pub struct UnavailableCmd;
 impl Command for UnavailableCmd {
     const NAME: &'static str = "ALLOC.UNAVAILABLE";
     const FLAGS: &'static str = "write deny-oom";
-    const ARITY: i32 = -3;
     const SUMMARY: &'static str = "Makes instance unavailable (recording it if unknown; its allocations stay): 1 if changed, else 0. With REMOVE, deletes the instance and its allocations and returns how many allocations were dropped";
     const COMPLEXITY: &'static str = "O(instances), plus O(jobs of the instance) with REMOVE";
     const ARGS: &'static [Arg] = &[Arg::Str("instance"), Arg::Flag("REMOVE")];
@@ -81,7 +79,6 @@ pub struct InstancesCmd;
 impl Command for InstancesCmd {
     const NAME: &'static str = "ALLOC.INSTANCES";
     const FLAGS: &'static str = "readonly";
-    const ARITY: i32 = 2;
     const SUMMARY: &'static str =
         "Known instances in allocation order, flat: instance, 1 (available) or 0, …";
     const COMPLEXITY: &'static str = "O(instances)";
@@ -107,7 +104,6 @@ pub struct AllocateCmd;
 impl Command for AllocateCmd {
     const NAME: &'static str = "ALLOC.ALLOCATE";
     const FLAGS: &'static str = "write deny-oom fast";
-    const ARITY: i32 = -3;
     const SUMMARY: &'static str = "Returns [instance, persisted]: the job's existing allocation (persisted 0), or a new one on the available instance atributo's allocator picks (persisted 1). With ONLYFOR, a new allocation is stored only if the pick is that instance";
     const COMPLEXITY: &'static str = "O(1)";
     const ARGS: &'static [Arg] = &[Arg::Str("job"), Arg::OptStr("ONLYFOR", "instance")];
@@ -150,7 +146,6 @@ pub struct DeallocateCmd;
 impl Command for DeallocateCmd {
     const NAME: &'static str = "ALLOC.DEALLOCATE";
     const FLAGS: &'static str = "write fast";
-    const ARITY: i32 = 3;
     const SUMMARY: &'static str = "Removes the job's allocation: 1, or 0 if it had none";
     const COMPLEXITY: &'static str = "O(log jobs of its instance)";
     const ARGS: &'static [Arg] = &[Arg::Str("job")];
@@ -171,7 +166,6 @@ pub struct JobsCmd;
 impl Command for JobsCmd {
     const NAME: &'static str = "ALLOC.JOBS";
     const FLAGS: &'static str = "readonly";
-    const ARITY: i32 = 3;
     const SUMMARY: &'static str = "Jobs allocated to instance (sorted by job id)";
     const COMPLEXITY: &'static str = "O(jobs of the instance)";
     const ARGS: &'static [Arg] = &[Arg::Str("instance")];
@@ -195,7 +189,6 @@ pub struct HasJobsCmd;
 impl Command for HasJobsCmd {
     const NAME: &'static str = "ALLOC.HASJOBS";
     const FLAGS: &'static str = "readonly fast";
-    const ARITY: i32 = 3;
     const SUMMARY: &'static str = "1 if any job is allocated to instance, else 0";
     const COMPLEXITY: &'static str = "O(1)";
     const ARGS: &'static [Arg] = &[Arg::Str("instance")];
@@ -214,7 +207,6 @@ pub struct InstanceCmd;
 impl Command for InstanceCmd {
     const NAME: &'static str = "ALLOC.INSTANCE";
     const FLAGS: &'static str = "readonly fast";
-    const ARITY: i32 = 3;
     const SUMMARY: &'static str = "The instance job is allocated to, or nil";
     const COMPLEXITY: &'static str = "O(1)";
     const ARGS: &'static [Arg] = &[Arg::Str("job")];
@@ -235,7 +227,6 @@ impl Command for DrainCmd {
     const NAME: &'static str = "ALLOC.DRAIN";
     // It changes nothing: it runs on replicas too, where replicated changes end the wait.
     const FLAGS: &'static str = "readonly blocking";
-    const ARITY: i32 = -3;
     const SUMMARY: &'static str =
         "1 once instance has no jobs allocated (waiting up to BLOCK ms), nil if it still has some";
     const COMPLEXITY: &'static str = "O(1)";
@@ -259,7 +250,6 @@ pub struct InfoCmd;
 impl Command for InfoCmd {
     const NAME: &'static str = "ALLOC.INFO";
     const FLAGS: &'static str = "readonly fast";
-    const ARITY: i32 = 2;
     const SUMMARY: &'static str = "Describes the allocator: instances (known), available, heartbeats (instances with a TTL), allocations, waiters (blocked DRAINs); zeros for a missing key";
     const COMPLEXITY: &'static str = "O(1)";
     const ARGS: &'static [Arg] = &[];

@@ -5,10 +5,13 @@
 use bincode::Options;
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::primitive::Family;
+use super::family::Family;
 
 /// No corral value or effect batch decodes to more than this (Redis's own bulk limit is 512 MB).
 const DECODE_LIMIT: u64 = 1 << 30;
+
+/// The internal command that carries effect batches to replicas and the AOF.
+pub const APPLY_COMMAND: &std::ffi::CStr = c"CORRAL._APPLY";
 
 /// Version of the effect-batch format inside `CORRAL._APPLY` payloads.
 pub const EFFECTS_VERSION: u8 = 1;

@@ -2,14 +2,14 @@
 //! containment), and the metadata that `COMMAND INFO` / `COMMAND DOCS` show (arity, flags, key
 //! position, summary, complexity, arguments).
 
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_int, CStr, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use smallvec::SmallVec;
 
 use super::args::Args;
-use super::contain;
 use super::ffi::{self, raw, CmdResult, Ctx, Error, RStr};
+use super::state::contain;
 
 /// How an argument after the key is documented.
 #[derive(Clone, Copy)]
@@ -36,8 +36,6 @@ pub trait Command {
     const NAME: &'static str;
     /// Redis command flags, e.g. `"write deny-oom"`.
     const FLAGS: &'static str;
-    /// Redis arity: N exact, -N at least N (the command name counts).
-    const ARITY: i32;
     const SUMMARY: &'static str;
     const COMPLEXITY: &'static str;
     /// Arguments after the key.
@@ -66,11 +64,43 @@ pub struct CommandDef {
     func: ffi::CmdFunc,
 }
 
+/// Redis arity from the documented arguments: N exact (the command name and the key count),
+/// -N for at least N when anything is optional or repeated. A `Many` needs one.
+pub const fn arity(args: &[Arg]) -> i32 {
+    let (mut required, mut variadic, mut i) = (2, false, 0);
+    while i < args.len() {
+        match args[i] {
+            Arg::Str(_) | Arg::Int(_) => required += 1,
+            Arg::Many(_) => {
+                required += 1;
+                variadic = true;
+            }
+            Arg::OptInt(..) | Arg::OptStr(..) | Arg::Flag(_) | Arg::OptMany(_) => variadic = true,
+        }
+        i += 1;
+    }
+    if variadic {
+        -required
+    } else {
+        required
+    }
+}
+
+impl CommandDef {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn arity(&self) -> i32 {
+        self.arity
+    }
+}
+
 pub const fn command<C: Command>() -> CommandDef {
     CommandDef {
         name: C::NAME,
         flags: C::FLAGS,
-        arity: C::ARITY,
+        arity: arity(C::ARGS),
         summary: C::SUMMARY,
         complexity: C::COMPLEXITY,
         args: C::ARGS,
@@ -185,149 +215,33 @@ pub fn register(ctx: Ctx, table: &[CommandDef]) -> Result<(), String> {
     Ok(())
 }
 
-/// The C strings of one command's metadata. RedisModule_SetCommandInfo copies everything it is
-/// given, so they only need to live until it returns (they were once leaked: valgrind showed
-/// them as definitely lost, since Redis keeps no pointer to them).
-#[derive(Default)]
-struct CStrings(Vec<CString>);
-
-impl CStrings {
-    /// `s` as a C string that lives as long as `self`.
-    fn add(&mut self, s: &str) -> *const c_char {
-        let c = CString::new(s).unwrap_or_default();
-        // The heap buffer does not move when the CString moves into the Vec.
-        let p = c.as_ptr();
-        self.0.push(c);
-        p
-    }
-}
-
-/// Fills `COMMAND INFO`/`COMMAND DOCS` through RedisModule_SetCommandInfo (Redis ≥ 7.0).
+/// Fills `COMMAND INFO`/`COMMAND DOCS` (Redis ≥ 7.0): the key at argument 1, then `def.args`.
 fn document(cmd: ffi::CommandHandle, def: &CommandDef) -> Result<(), &'static str> {
-    // SAFETY: read of the API table, written once by RedisModule_Init before OnLoad runs.
-    let set = unsafe { raw::RedisModule_SetCommandInfo }.ok_or("no SetCommandInfo")?;
-    let readonly = def.flags.split(' ').any(|f| f == "readonly");
-
-    // SAFETY (zeroed): these are plain C structs for which all-zero means "field absent".
-    let mut spec: raw::RedisModuleCommandKeySpec = unsafe { std::mem::zeroed() };
-    spec.flags = if readonly {
-        (raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS) as u64
-    } else {
-        (raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE) as u64
-    };
-    spec.begin_search_type = raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
-    spec.bs.index.pos = 1;
-    spec.find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
-    spec.fk.range.lastkey = 0;
-    spec.fk.range.keystep = 1;
-    spec.fk.range.limit = 0;
-    // SAFETY: zeroed terminator entry.
-    let mut specs = [spec, unsafe { std::mem::zeroed() }];
-    let mut strings = CStrings::default();
-
-    let mut args = vec![arg(
-        &mut strings,
-        "key",
-        raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
-        None,
-        0,
-    )];
-    args[0].key_spec_index = 0;
-    for a in def.args {
-        use raw::*;
-        let opt = REDISMODULE_CMD_ARG_OPTIONAL as c_int;
-        args.push(match *a {
-            Arg::Str(n) => arg(
-                &mut strings,
-                n,
-                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
-                None,
-                0,
-            ),
-            Arg::Int(n) => arg(
-                &mut strings,
-                n,
-                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
-                None,
-                0,
-            ),
-            Arg::OptInt(t, n) => arg(
-                &mut strings,
-                n,
-                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
-                Some(t),
-                opt,
-            ),
-            Arg::OptStr(t, n) => arg(
-                &mut strings,
-                n,
-                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
-                Some(t),
-                opt,
-            ),
-            Arg::Flag(t) => arg(
-                &mut strings,
-                &t.to_ascii_lowercase(),
-                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
-                Some(t),
-                opt,
-            ),
-            Arg::Many(n) => arg(
-                &mut strings,
-                n,
-                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
-                None,
-                REDISMODULE_CMD_ARG_MULTIPLE as c_int,
-            ),
-            Arg::OptMany(n) => arg(
-                &mut strings,
-                n,
-                RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
-                None,
-                (REDISMODULE_CMD_ARG_MULTIPLE | REDISMODULE_CMD_ARG_OPTIONAL) as c_int,
-            ),
-        });
-    }
-    // SAFETY: zeroed terminator entry.
-    args.push(unsafe { std::mem::zeroed() });
-
-    let mut version = raw::RedisModuleCommandInfoVersion {
-        version: 1,
-        sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
-        sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
-        sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
-    };
-    // SAFETY: zeroed = all optional fields absent.
-    let mut info: raw::RedisModuleCommandInfo = unsafe { std::mem::zeroed() };
-    info.version = &mut version;
-    info.summary = strings.add(def.summary);
-    info.complexity = strings.add(def.complexity);
-    info.since = strings.add(def.since);
-    info.arity = def.arity;
-    info.key_specs = specs.as_mut_ptr();
-    info.args = args.as_mut_ptr();
-    // SAFETY: every pointer in `info` (version, specs, args, strings) points into locals that
-    // live until after this call; SetCommandInfo copies what it keeps.
-    let ok = unsafe { set(cmd.as_ptr(), &info) } == raw::REDISMODULE_OK as c_int;
-    ok.then_some(())
-        .ok_or("SetCommandInfo refused the metadata")
-}
-
-fn arg(
-    strings: &mut CStrings,
-    name: &str,
-    ty: raw::RedisModuleCommandArgType,
-    token: Option<&str>,
-    flags: c_int,
-) -> raw::RedisModuleCommandArg {
-    // SAFETY: zeroed = optional fields absent.
-    let mut a: raw::RedisModuleCommandArg = unsafe { std::mem::zeroed() };
-    a.name = strings.add(name);
-    a.type_ = ty;
-    a.key_spec_index = -1;
-    a.token = token.map_or(std::ptr::null(), |t| strings.add(t));
-    a.flags = flags;
-    a
+    use ffi::{ArgDoc, ArgKind};
+    let args: Vec<ArgDoc> = def
+        .args
+        .iter()
+        .map(|a| match *a {
+            Arg::Str(n) => ArgDoc::new(n, ArgKind::String),
+            Arg::Int(n) => ArgDoc::new(n, ArgKind::Integer),
+            Arg::OptInt(t, n) => ArgDoc::new(n, ArgKind::Integer).token(t).optional(),
+            Arg::OptStr(t, n) => ArgDoc::new(n, ArgKind::String).token(t).optional(),
+            Arg::Flag(t) => ArgDoc::new(t, ArgKind::PureToken).token(t).optional(),
+            Arg::Many(n) => ArgDoc::new(n, ArgKind::String).multiple(),
+            Arg::OptMany(n) => ArgDoc::new(n, ArgKind::String).multiple().optional(),
+        })
+        .collect();
+    ffi::set_command_info(
+        cmd,
+        &ffi::CommandDocs {
+            summary: def.summary,
+            complexity: def.complexity,
+            since: def.since,
+            arity: def.arity,
+            readonly: def.flags.split(' ').any(|f| f == "readonly"),
+            args: &args,
+        },
+    )
 }
 
 #[cfg(test)]

@@ -10,20 +10,15 @@ use std::ffi::{c_int, c_void, CString};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-use super::codec;
-use super::contain;
-use super::ffi::{raw, Ctx, Digest, Io, RStr};
+use super::codec::{self, APPLY_COMMAND};
+use super::ffi::{self, raw, Ctx, Digest, Io, RStr, TypeCallbacks};
 use super::primitive::{Family, Primitive};
+use super::state::contain;
 use super::state::{self, key_bytes, KeyRef};
-use super::txn::APPLY_COMMAND;
 
-static TYPES: [AtomicPtr<raw::RedisModuleType>; 5] = [
-    AtomicPtr::new(ptr::null_mut()),
-    AtomicPtr::new(ptr::null_mut()),
-    AtomicPtr::new(ptr::null_mut()),
-    AtomicPtr::new(ptr::null_mut()),
-    AtomicPtr::new(ptr::null_mut()),
-];
+/// Each family's data type, by family index (set once at load).
+static TYPES: [AtomicPtr<raw::RedisModuleType>; Family::COUNT] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; Family::COUNT];
 
 pub fn raw_type(f: Family) -> *mut raw::RedisModuleType {
     TYPES[f.index()].load(Ordering::Relaxed)
@@ -32,40 +27,20 @@ pub fn raw_type(f: Family) -> *mut raw::RedisModuleType {
 /// Registers `F`'s data type with Redis. Called once from `RedisModule_OnLoad`.
 pub fn create<F: Primitive>(ctx: Ctx) -> Result<(), String> {
     let name = CString::new(F::TYPE_NAME).map_err(|e| e.to_string())?;
-    let mut methods = raw::RedisModuleTypeMethods {
-        version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
-        rdb_load: Some(rdb_load::<F>),
-        rdb_save: Some(rdb_save::<F>),
-        aof_rewrite: Some(aof_rewrite::<F>),
-        mem_usage: Some(mem_usage::<F>),
-        digest: Some(digest::<F>),
-        free: Some(free::<F>),
-        aux_load: None,
-        aux_save: None,
-        aux_save2: None,
-        aux_save_triggers: 0,
-        free_effort: Some(free_effort::<F>),
-        unlink: Some(unlink::<F>),
-        copy: Some(copy::<F>),
-        defrag: None,
-        mem_usage2: None,
-        free_effort2: None,
-        unlink2: None,
-        copy2: None,
+    let callbacks = TypeCallbacks {
+        rdb_load: rdb_load::<F>,
+        rdb_save: rdb_save::<F>,
+        aof_rewrite: aof_rewrite::<F>,
+        mem_usage: mem_usage::<F>,
+        digest: digest::<F>,
+        free: free::<F>,
+        free_effort: free_effort::<F>,
+        unlink: unlink::<F>,
+        copy: copy::<F>,
     };
-    // SAFETY: called during OnLoad with Redis's context; Redis copies `methods`.
-    let t = unsafe {
-        raw::RedisModule_CreateDataType.ok_or("no CreateDataType")?(
-            ctx.as_ptr(),
-            name.as_ptr(),
-            F::ENCODING_VERSION,
-            &mut methods,
-        )
-    };
-    if t.is_null() {
-        return Err(format!("could not create data type {}", F::TYPE_NAME));
-    }
-    TYPES[F::FAMILY.index()].store(t, Ordering::Relaxed);
+    let t = ffi::create_data_type(ctx, &name, F::ENCODING_VERSION, &callbacks)
+        .ok_or_else(|| format!("could not create data type {}", F::TYPE_NAME))?;
+    TYPES[F::FAMILY.index()].store(t.as_ptr(), Ordering::Relaxed);
     Ok(())
 }
 

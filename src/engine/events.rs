@@ -6,10 +6,11 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
-use super::contain;
 use super::ffi::{self, raw, Ctx};
+use super::keys::db_of;
 use super::primitive::Event;
 use super::scheduler;
+use super::state::contain;
 use super::state::{self, key_bytes, split_key, KeyRef};
 
 const SUBEVENT_NOW_MASTER: u64 = raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER;
@@ -147,8 +148,10 @@ fn swapped(ctx: Ctx, a: i32, b: i32) {
                 }
             }
         }
-        keys.extend(e.queues.keys_in(Some(a)));
-        keys.extend(e.queues.keys_in(Some(b)));
+        keys.extend(
+            e.queues
+                .keys(|k| matches!(db_of(k), Some(d) if d == a || d == b)),
+        );
         keys
     });
     for k in keys {
@@ -169,7 +172,7 @@ fn flushed(ctx: Ctx, db: Option<i32>) {
         for k in stale {
             e.schedule.remove(&k);
         }
-        e.queues.keys_in(db)
+        e.queues.keys(|k| db.is_none() || db_of(k) == db)
     });
     for k in keys {
         scheduler::check_soon(ctx, k);

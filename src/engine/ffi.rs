@@ -83,6 +83,7 @@ pub fn check_api() -> Result<(), &'static str> {
         RedisModule_DigestAddStringBuffer,
         RedisModule_DigestEndSequence,
         RedisModule_CreateCommand,
+        RedisModule_CreateDataType,
         RedisModule_GetCommand,
         RedisModule_SetCommandInfo,
         RedisModule_GetClientId,
@@ -230,12 +231,9 @@ impl CtxFlags {
         self.0 & CTX_FLAGS_MASTER != 0 && self.0 & CTX_FLAGS_LOADING == 0
     }
 
-    /// True when what this server propagates goes anywhere: the AOF is on, or a replication
-    /// stream may exist (`state::replication_possible`). Redis itself skips propagation
-    /// otherwise; so does corral, saving the encoding and `RM_Replicate`'s command lookup.
-    pub fn propagates(self) -> bool {
-        super::state::replication_possible()
-            || self.0 & raw::REDISMODULE_CTX_FLAGS_AOF as c_int != 0
+    /// True when the AOF is on.
+    pub fn aof_on(self) -> bool {
+        self.0 & raw::REDISMODULE_CTX_FLAGS_AOF as c_int != 0
     }
 
     /// True on a Redis Cluster node (`cluster-enabled yes`).
@@ -601,6 +599,205 @@ pub fn set_acl_categories(cmd: CommandHandle, categories: &CStr) -> bool {
     };
     // SAFETY: cmd is a registered command; categories is NUL-terminated.
     unsafe { set(cmd.as_ptr(), categories.as_ptr()) == raw::REDISMODULE_OK as c_int }
+}
+
+/// What `COMMAND DOCS` shows of one argument after the key.
+pub struct ArgDoc<'a> {
+    name: &'a str,
+    kind: ArgKind,
+    token: Option<&'a str>,
+    optional: bool,
+    multiple: bool,
+}
+
+pub enum ArgKind {
+    String,
+    Integer,
+    /// A keyword alone (`WITHTOKEN`).
+    PureToken,
+}
+
+impl<'a> ArgDoc<'a> {
+    pub fn new(name: &'a str, kind: ArgKind) -> Self {
+        Self {
+            name,
+            kind,
+            token: None,
+            optional: false,
+            multiple: false,
+        }
+    }
+
+    /// Preceded by a keyword (`BLOCK timeout`).
+    pub fn token(mut self, token: &'a str) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
+
+    pub fn multiple(mut self) -> Self {
+        self.multiple = true;
+        self
+    }
+}
+
+/// `COMMAND INFO`/`COMMAND DOCS` of a command whose one key is argument 1.
+pub struct CommandDocs<'a> {
+    pub summary: &'a str,
+    pub complexity: &'a str,
+    pub since: &'a str,
+    pub arity: i32,
+    pub readonly: bool,
+    pub args: &'a [ArgDoc<'a>],
+}
+
+/// The C strings of one command's metadata. RedisModule_SetCommandInfo copies everything it is
+/// given, so they only need to live until it returns (they were once leaked: valgrind showed
+/// them as definitely lost, since Redis keeps no pointer to them).
+#[derive(Default)]
+struct CStrings(Vec<std::ffi::CString>);
+
+impl CStrings {
+    /// `s` as a C string that lives as long as `self`.
+    fn add(&mut self, s: &str) -> *const c_char {
+        let c = std::ffi::CString::new(s).unwrap_or_default();
+        // The heap buffer does not move when the CString moves into the Vec.
+        let p = c.as_ptr();
+        self.0.push(c);
+        p
+    }
+}
+
+/// Sets a command's metadata (RedisModule_SetCommandInfo, Redis ≥ 7.0).
+pub fn set_command_info(cmd: CommandHandle, docs: &CommandDocs) -> Result<(), &'static str> {
+    // SAFETY: read of the API table, written once by RedisModule_Init before OnLoad runs.
+    let set = unsafe { raw::RedisModule_SetCommandInfo }.ok_or("no SetCommandInfo")?;
+    let mut strings = CStrings::default();
+
+    // SAFETY (zeroed, here and below): plain C structs for which all-zero means "absent".
+    let mut spec: raw::RedisModuleCommandKeySpec = unsafe { std::mem::zeroed() };
+    spec.flags = if docs.readonly {
+        (raw::REDISMODULE_CMD_KEY_RO | raw::REDISMODULE_CMD_KEY_ACCESS) as u64
+    } else {
+        (raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_UPDATE) as u64
+    };
+    spec.begin_search_type = raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
+    spec.bs.index.pos = 1;
+    spec.find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
+    spec.fk.range.lastkey = 0;
+    spec.fk.range.keystep = 1;
+    spec.fk.range.limit = 0;
+    let mut specs = [spec, unsafe { std::mem::zeroed() }];
+
+    let mut arg = |name: &str, kind: &ArgKind, token: Option<&str>, flags: u32| {
+        use raw::*;
+        let mut a: RedisModuleCommandArg = unsafe { std::mem::zeroed() };
+        a.name = strings.add(name);
+        a.type_ = match kind {
+            ArgKind::String => RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+            ArgKind::Integer => RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+            ArgKind::PureToken => RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
+        };
+        a.key_spec_index = -1;
+        a.token = token.map_or(ptr::null(), |t| strings.add(t));
+        a.flags = flags as c_int;
+        a
+    };
+    let mut args = Vec::with_capacity(docs.args.len() + 2);
+    let mut key = arg("key", &ArgKind::String, None, 0);
+    key.type_ = raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY;
+    key.key_spec_index = 0;
+    args.push(key);
+    for a in docs.args {
+        let mut flags = 0;
+        if a.optional {
+            flags |= raw::REDISMODULE_CMD_ARG_OPTIONAL;
+        }
+        if a.multiple {
+            flags |= raw::REDISMODULE_CMD_ARG_MULTIPLE;
+        }
+        let name = match a.kind {
+            ArgKind::PureToken => a.name.to_ascii_lowercase(),
+            _ => a.name.to_string(),
+        };
+        args.push(arg(&name, &a.kind, a.token, flags));
+    }
+    args.push(unsafe { std::mem::zeroed() });
+
+    let mut version = raw::RedisModuleCommandInfoVersion {
+        version: 1,
+        sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+        sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+        sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+    };
+    let mut info: raw::RedisModuleCommandInfo = unsafe { std::mem::zeroed() };
+    info.version = &mut version;
+    info.summary = strings.add(docs.summary);
+    info.complexity = strings.add(docs.complexity);
+    info.since = strings.add(docs.since);
+    info.arity = docs.arity;
+    info.key_specs = specs.as_mut_ptr();
+    info.args = args.as_mut_ptr();
+    // SAFETY: every pointer in `info` (version, specs, args, strings) points into locals that
+    // live until after this call; SetCommandInfo copies what it keeps.
+    let ok = unsafe { set(cmd.as_ptr(), &info) } == raw::REDISMODULE_OK as c_int;
+    ok.then_some(())
+        .ok_or("SetCommandInfo refused the metadata")
+}
+
+/// A data type's callbacks (`datatype.rs` implements them once, generically).
+pub struct TypeCallbacks {
+    pub rdb_load: unsafe extern "C" fn(*mut raw::RedisModuleIO, c_int) -> *mut c_void,
+    pub rdb_save: unsafe extern "C" fn(*mut raw::RedisModuleIO, *mut c_void),
+    pub aof_rewrite:
+        unsafe extern "C" fn(*mut raw::RedisModuleIO, *mut RedisModuleString, *mut c_void),
+    pub mem_usage: unsafe extern "C" fn(*const c_void) -> usize,
+    pub digest: unsafe extern "C" fn(*mut raw::RedisModuleDigest, *mut c_void),
+    pub free: unsafe extern "C" fn(*mut c_void),
+    pub free_effort: unsafe extern "C" fn(*mut RedisModuleString, *const c_void) -> usize,
+    pub unlink: unsafe extern "C" fn(*mut RedisModuleString, *const c_void),
+    pub copy: unsafe extern "C" fn(
+        *mut RedisModuleString,
+        *mut RedisModuleString,
+        *const c_void,
+    ) -> *mut c_void,
+}
+
+/// Registers a module data type (RedisModule_CreateDataType; OnLoad only). None if refused.
+pub fn create_data_type(
+    ctx: Ctx,
+    name: &CStr,
+    encver: i32,
+    cb: &TypeCallbacks,
+) -> Option<NonNull<raw::RedisModuleType>> {
+    let mut methods = raw::RedisModuleTypeMethods {
+        version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
+        rdb_load: Some(cb.rdb_load),
+        rdb_save: Some(cb.rdb_save),
+        aof_rewrite: Some(cb.aof_rewrite),
+        mem_usage: Some(cb.mem_usage),
+        digest: Some(cb.digest),
+        free: Some(cb.free),
+        aux_load: None,
+        aux_save: None,
+        aux_save2: None,
+        aux_save_triggers: 0,
+        free_effort: Some(cb.free_effort),
+        unlink: Some(cb.unlink),
+        copy: Some(cb.copy),
+        defrag: None,
+        mem_usage2: None,
+        free_effort2: None,
+        unlink2: None,
+        copy2: None,
+    };
+    // SAFETY: OnLoad context; Redis copies `methods` and the name.
+    let t = unsafe { api!(RedisModule_CreateDataType)(ctx.0, name.as_ptr(), encver, &mut methods) };
+    NonNull::new(t)
 }
 
 /// A client blocked by `block_client`, until it is passed to `unblock_client`.

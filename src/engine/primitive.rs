@@ -15,45 +15,8 @@ use std::sync::OnceLock;
 use serde::{de::DeserializeOwned, Serialize};
 use smallvec::SmallVec;
 
+pub use super::family::Family;
 use super::ffi::Reply;
-
-/// The five families. The index selects a row of the INFO counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
-pub enum Family {
-    Resv,
-    Sem,
-    Slot,
-    Alloc,
-    Job,
-}
-
-impl Family {
-    pub const ALL: [Family; 5] = [
-        Family::Resv,
-        Family::Sem,
-        Family::Slot,
-        Family::Alloc,
-        Family::Job,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Resv => "resv",
-            Family::Sem => "sem",
-            Family::Slot => "slot",
-            Family::Alloc => "alloc",
-            Family::Job => "job",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn from_index(i: u8) -> Option<Family> {
-        Family::ALL.get(usize::from(i)).copied()
-    }
-}
 
 /// What an effect means to observers: it selects the keyspace notification
 /// (`<family>.grant`, `.renew`, `.release`, `.lapse`) and the INFO counter it bumps.

@@ -10,8 +10,8 @@ use std::ffi::c_void;
 use std::time::{Duration, Instant};
 
 use super::cluster;
-use super::contain;
 use super::ffi::{self, raw, Ctx, KeyHolds, OwnedStr, Reply};
+use super::state::contain;
 use super::state::{self, split_key, KeyRef};
 use super::waiters;
 
@@ -90,7 +90,7 @@ fn check_key(ctx: Ctx, key: &KeyRef) {
     let ops = state::with(|e| match holds {
         KeyHolds::Module(t) => e.family_of_type(t),
         // An empty key (or one of another type) may still have waiters: their family decides.
-        _ => e.queues.head_family(key).and_then(|f| e.family(f)),
+        _ => e.queues.front(key).and_then(|(_, w)| e.family(w.family)),
     });
     let Some(ops) = ops else {
         return;
@@ -100,7 +100,7 @@ fn check_key(ctx: Ctx, key: &KeyRef) {
     // here): then they are redirected there instead of granted here (cluster.rs).
     if matches!(holds, KeyHolds::Nothing) && ctx.flags().is_cluster() {
         if let Some(redirect) = cluster::redirect_for_missing_key(ctx, name) {
-            waiters::fail_all(ctx, key, Reply::Error(redirect));
+            waiters::fail_all(key, Reply::Error(redirect));
             return;
         }
         ops.check(ctx, name_r);

@@ -2,35 +2,15 @@
 //! queues, and the registry of families. Redis runs every module callback that touches it on
 //! its main thread, one at a time.
 
+use std::any::Any;
 use std::cell::RefCell;
-use std::rc::Rc;
-
-use smallvec::SmallVec;
 
 use super::deadlines::DeadlineIndex;
-use super::ffi::{raw, Ctx, RStr};
+use super::ffi::{self, raw, BlockedClient, Ctx, CtxFlags, RStr};
+pub use super::keys::{key_bytes, split_key, KeyBytes, KeyRef};
 use super::primitive::{Event, Family};
+use super::queues::Queues;
 use super::tokens::Mint;
-use super::waiters::Queues;
-
-/// A key anywhere in the server: its db (4 bytes, little endian) followed by its name.
-/// Shared (`Rc`) because the schedule and the wait queues index it twice.
-pub type KeyRef = Rc<[u8]>;
-
-/// The bytes of a KeyRef, built on the stack for lookups (no allocation for names ≤ 60 bytes).
-pub type KeyBytes = SmallVec<[u8; 64]>;
-
-pub fn key_bytes(db: i32, name: &[u8]) -> KeyBytes {
-    let mut v = SmallVec::with_capacity(4 + name.len());
-    v.extend_from_slice(&db.to_le_bytes());
-    v.extend_from_slice(name);
-    v
-}
-
-pub fn split_key(k: &[u8]) -> Option<(i32, &[u8])> {
-    let (db, name) = k.split_first_chunk::<4>()?;
-    Some((i32::from_le_bytes(*db), name))
-}
 
 /// Per-family INFO counters.
 #[derive(Default, Clone, Copy)]
@@ -67,15 +47,25 @@ pub trait FamilyOps {
     fn apply_replicated(&self, ctx: Ctx, name: RStr, effects: &[u8]) -> super::ffi::CmdResult;
 }
 
+/// A blocked client in a key's queue: what it asked for (the family's `Request`), answered by
+/// whichever of serve, timeout, disconnect or `fail_all` removes it first (`waiters.rs`).
+pub struct Waiter {
+    pub bc: BlockedClient,
+    pub family: Family,
+    pub request: Box<dyn Any>,
+}
+
 pub struct Engine {
     pub mint: Mint,
-    pub counters: [Counters; 5],
+    pub counters: [Counters; Family::COUNT],
     pub contained_panics: u64,
     /// When each key next needs the engine's attention (earliest lease deadline, or "now").
     pub schedule: DeadlineIndex<KeyRef>,
-    /// The armed Redis timer: (id, when it fires).
+    /// The armed deadline timer: (id, when it fires).
     pub timer: Option<(u64, u64)>,
-    pub queues: Queues,
+    pub queues: Queues<Waiter>,
+    /// The armed BLOCK-timeout timer, one for every waiter: (id, when it fires).
+    pub wait_timer: Option<(u64, u64)>,
     pub families: Vec<&'static dyn FamilyOps>,
     /// The corral value Redis removed last: (key name, family, leases it still held).
     pub last_unlinked: Option<(Vec<u8>, Family, u64)>,
@@ -85,11 +75,12 @@ impl Engine {
     fn new() -> Self {
         Self {
             mint: Mint::new(),
-            counters: [Counters::default(); 5],
+            counters: [Counters::default(); Family::COUNT],
             contained_panics: 0,
             schedule: DeadlineIndex::default(),
             timer: None,
             queues: Queues::default(),
+            wait_timer: None,
             families: Vec::new(),
             last_unlinked: None,
         }
@@ -122,9 +113,32 @@ pub fn with<R>(f: impl FnOnce(&mut Engine) -> R) -> R {
 }
 
 /// As `with`, but does nothing if the state is already borrowed (used while handling a panic).
-pub fn try_with(f: impl FnOnce(&mut Engine)) {
+fn try_with(f: impl FnOnce(&mut Engine)) {
     if let Ok(mut guard) = ENGINE.0.try_borrow_mut() {
         f(guard.get_or_insert_with(Engine::new));
+    }
+}
+
+/// Runs `f`, turning a panic into `None` (logged, counted in `INFO corral`) instead of unwinding
+/// into Redis, which would abort the server. Every entry point from Redis goes through here.
+pub fn contain<R>(what: &str, f: impl FnOnce() -> R) -> Option<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => Some(r),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            ffi::log(
+                None,
+                c"warning",
+                &format!("corral: contained a panic in {what}: {msg}"),
+            );
+            // The engine state may be mid-borrow if the panic came from inside `with`.
+            try_with(|e| e.contained_panics += 1);
+            None
+        }
     }
 }
 
@@ -139,6 +153,13 @@ static REPLICATION_POSSIBLE: std::sync::atomic::AtomicBool =
 
 pub fn replication_possible() -> bool {
     REPLICATION_POSSIBLE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// True when what this server propagates goes anywhere: the AOF is on, or a replication stream
+/// may exist. Redis itself skips propagation otherwise; so does corral, saving the encoding and
+/// `RM_Replicate`'s command lookup.
+pub fn propagates(flags: CtxFlags) -> bool {
+    replication_possible() || flags.aof_on()
 }
 
 pub fn note_replication() {

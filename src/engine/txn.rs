@@ -14,16 +14,14 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use super::codec;
-use super::codec::EffectLog;
+use super::codec::{EffectLog, APPLY_COMMAND};
 use super::datatype;
 use super::ffi::{self, CmdResult, Ctx, CtxFlags, Error, Key, KeyHolds, RStr, Reply};
-use super::primitive::{decide, Effect, Family, Primitive};
+use super::primitive::{decide, Effect, Effects, Family, Primitive};
+use super::queues::Place;
 use super::scheduler;
 use super::state::{self, key_bytes, FamilyOps, KeyBytes, KeyRef};
 use super::waiters;
-
-/// The internal command that carries effects to replicas and the AOF.
-pub const APPLY_COMMAND: &std::ffi::CStr = c"CORRAL._APPLY";
 
 enum Value<F> {
     /// The key holds this value; the pointer is valid while `Txn::key` is open.
@@ -72,7 +70,7 @@ impl<F: Primitive> Txn<F> {
             keyref: std::cell::OnceCell::new(),
             key,
             value,
-            log: EffectLog::new(F::FAMILY, flags.propagates()),
+            log: EffectLog::new(F::FAMILY, state::propagates(flags)),
             expires_before,
             now: ffi::now_ms(),
             flags,
@@ -166,7 +164,7 @@ impl<F: Primitive> Txn<F> {
             // Effects a family just decided always fit its state.
             let _ = self.apply(lapsed);
         }
-        waiters::serve(self);
+        serve(self);
     }
 
     /// True when clients already wait on this key in `lane`.
@@ -179,7 +177,7 @@ impl<F: Primitive> Txn<F> {
 
     /// Replicates, stores, sets the PTTL, and schedules the next deadline.
     pub fn commit(mut self) {
-        waiters::serve(&mut self);
+        serve(&mut self);
         if let Some(payload) = self.log.payload() {
             self.ctx.replicate(APPLY_COMMAND, self.name, payload);
         }
@@ -189,7 +187,7 @@ impl<F: Primitive> Txn<F> {
     /// As `commit`, for effects that arrived replicated: they are propagated verbatim instead.
     /// Waits that change nothing (`wait`), the only ones a replica has, are served here.
     fn commit_replicated(mut self) {
-        waiters::serve(&mut self);
+        serve(&mut self);
         ffi::replicate_verbatim(self.ctx);
         self.store();
     }
@@ -259,6 +257,66 @@ impl<F: Primitive> Txn<F> {
         };
         if arm {
             scheduler::arm(ctx);
+        }
+    }
+}
+
+/// What the first waiter of a lane gets.
+enum Next<E> {
+    Grant(Place, Effects<E>, Reply),
+    /// A waiter of another family (the key changed type): it is answered WRONGTYPE.
+    Mismatch(Place),
+    /// The head of this lane cannot be granted: the lane waits.
+    LaneWaits(u64),
+}
+
+/// Serves the key's waiters: in each lane, grants them in FIFO order while the head can be
+/// granted, and stops at the first that cannot (later waiters in that lane never jump ahead
+/// of it). A replica grants nothing that changes state — only the primary decides — so there
+/// only `wait`s (requests whose grant has no effects) are served.
+fn serve<F: Primitive>(txn: &mut Txn<F>) {
+    if !state::with(|e| e.queues.anyone_waiting())
+        || !state::with(|e| e.queues.is_waiting(txn.keyref()))
+    {
+        return;
+    }
+    let key = txn.keyref().to_owned();
+    let primary = txn.flags.is_primary();
+    let mut lane = 0;
+    loop {
+        let now = txn.now();
+        let next = state::with(|e| {
+            let (place, w) = e.queues.head(&key, lane)?;
+            let Some(req) = w.request.downcast_ref::<F::Request>() else {
+                return Some(Next::Mismatch(place));
+            };
+            let token = e.mint.peek(now, txn.state().last_token());
+            // The head of its lane: nobody is ahead of it.
+            Some(match decide(txn.state(), req, now, false, token) {
+                Some((effects, _)) if !primary && !effects.is_empty() => {
+                    Next::LaneWaits(place.lane)
+                }
+                Some((effects, reply)) => Next::Grant(place, effects, reply),
+                None => Next::LaneWaits(place.lane),
+            })
+        });
+        match next {
+            None => return,
+            Some(Next::LaneWaits(l)) => match l.checked_add(1) {
+                Some(l) => lane = l,
+                None => return,
+            },
+            Some(Next::Mismatch(place)) => {
+                waiters::finish(&key, place, Reply::Error(waiters::wrongtype()))
+            }
+            Some(Next::Grant(place, effects, reply)) => {
+                if let Err(e) = txn.apply(effects) {
+                    // Cannot happen for effects a family just decided; never loop forever.
+                    waiters::finish(&key, place, Reply::Error(format!("ERR {e:?}")));
+                    return;
+                }
+                waiters::finish(&key, place, reply);
+            }
         }
     }
 }
@@ -392,7 +450,7 @@ pub fn write_then_acquire<F: Primitive, E: IntoIterator<Item = F::Effect>>(
         Err(e) => Err(e),
     };
     let result = result.and_then(|()| {
-        waiters::serve(&mut txn);
+        serve(&mut txn);
         let queued = txn.waiting(F::lane(&next));
         let token = txn.token();
         match decide(txn.state(), &next, txn.now(), queued, token) {
@@ -429,7 +487,7 @@ impl<F: Primitive> FamilyOps for Ops<F> {
             }
             Err(_) => {
                 let k = key_bytes(ctx.selected_db(), name.bytes());
-                waiters::fail_all(ctx, &k, Reply::Error(waiters::wrongtype()));
+                waiters::fail_all(&k, Reply::Error(waiters::wrongtype()));
             }
         }
     }

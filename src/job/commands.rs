@@ -67,7 +67,6 @@ pub struct CreateCmd;
 impl Command for CreateCmd {
     const NAME: &'static str = "JOB.CREATE";
     const FLAGS: &'static str = "write deny-oom fast";
-    const ARITY: i32 = 3;
     const SUMMARY: &'static str =
         "Creates a pending job with the given request; returns its id (increasing, never reused)";
     const COMPLEXITY: &'static str = "O(log N) where N is the number of jobs";
@@ -103,7 +102,6 @@ pub struct PullCmd;
 impl Command for PullCmd {
     const NAME: &'static str = "JOB.PULL";
     const FLAGS: &'static str = "write deny-oom blocking";
-    const ARITY: i32 = -4;
     const SUMMARY: &'static str = "Leases the oldest pending job no one works on to worker for ms milliseconds: [id, request, token], or nil when none (optionally after waiting up to BLOCK ms). A worker that holds a job gets that job again, extended, same token";
     const COMPLEXITY: &'static str = "O(log N) where N is the number of jobs";
     const ARGS: &'static [Arg] = &[
@@ -122,7 +120,6 @@ pub struct RenewCmd;
 impl Command for RenewCmd {
     const NAME: &'static str = "JOB.RENEW";
     const FLAGS: &'static str = "write deny-oom fast";
-    const ARITY: i32 = 5;
     const SUMMARY: &'static str =
         "Extends worker's work lease on job id to ms milliseconds from now";
     const COMPLEXITY: &'static str = "O(log N) where N is the number of leased jobs";
@@ -147,7 +144,6 @@ pub struct ReleaseCmd;
 impl Command for ReleaseCmd {
     const NAME: &'static str = "JOB.RELEASE";
     const FLAGS: &'static str = "write fast";
-    const ARITY: i32 = 4;
     const SUMMARY: &'static str = "Ends worker's work lease on job id; the job (still pending) goes to the first blocked puller, or back to the pullable jobs";
     const COMPLEXITY: &'static str = "O(log N) where N is the number of jobs";
     const ARGS: &'static [Arg] = &[Arg::Int("id"), Arg::Str("worker")];
@@ -170,7 +166,6 @@ pub struct FulfillCmd;
 impl Command for FulfillCmd {
     const NAME: &'static str = "JOB.FULFILL";
     const FLAGS: &'static str = "write deny-oom";
-    const ARITY: i32 = -4;
     const SUMMARY: &'static str = "Fulfils job id with value (binary-safe) and ends its work lease; with TOKEN, only under that current work lease (else STALE)";
     const COMPLEXITY: &'static str = "O(log N) where N is the number of jobs";
     const ARGS: &'static [Arg] = &[
@@ -209,7 +204,6 @@ pub struct QueueCmd;
 impl Command for QueueCmd {
     const NAME: &'static str = "JOB.QUEUE";
     const FLAGS: &'static str = "write deny-oom";
-    const ARITY: i32 = -4;
     const SUMMARY: &'static str = "Queues targets to be notified of job id's value (duplicates allowed); returns how many were queued";
     const COMPLEXITY: &'static str =
         "O(log N + T) where N is the number of jobs and T the job's targets";
@@ -233,7 +227,6 @@ pub struct UnqueueCmd;
 impl Command for UnqueueCmd {
     const NAME: &'static str = "JOB.UNQUEUE";
     const FLAGS: &'static str = "write";
-    const ARITY: i32 = -4;
     const SUMMARY: &'static str = "Removes, for each target given, its first equal match from job id's waiting targets; returns how many were removed";
     const COMPLEXITY: &'static str =
         "O(log N + T×G) where N is the number of jobs, T the job's targets, G the targets given";
@@ -257,7 +250,6 @@ pub struct PullNotifyCmd;
 impl Command for PullNotifyCmd {
     const NAME: &'static str = "JOB.PULLNOTIFY";
     const FLAGS: &'static str = "write deny-oom blocking";
-    const ARITY: i32 = -4;
     const SUMMARY: &'static str = "Leases the oldest fulfilled job with waiting targets and no notification lease to worker for ms milliseconds: [id, value, [target, ...], token], or nil when none (optionally after waiting up to BLOCK ms)";
     const COMPLEXITY: &'static str =
         "O(log N + T) where N is the number of jobs and T the job's targets";
@@ -277,7 +269,6 @@ pub struct DoneCmd;
 impl Command for DoneCmd {
     const NAME: &'static str = "JOB.DONE";
     const FLAGS: &'static str = "write";
-    const ARITY: i32 = -4;
     const SUMMARY: &'static str = "Ends worker's notification lease on job id, removing the targets given (notified); returns how many were removed. Targets left are handed out again";
     const COMPLEXITY: &'static str =
         "O(log N + T×G) where N is the number of jobs, T the job's targets, G the targets given";
@@ -301,7 +292,6 @@ pub struct GetCmd;
 impl Command for GetCmd {
     const NAME: &'static str = "JOB.GET";
     const FLAGS: &'static str = "readonly";
-    const ARITY: i32 = 3;
     const SUMMARY: &'static str = "Describes job id: state, request, value, waiting targets, and its current lease (holder, ttl, token); nil when there is no such job";
     const COMPLEXITY: &'static str =
         "O(log N + T) where N is the number of jobs and T the job's targets";
@@ -351,7 +341,6 @@ pub struct DeleteCmd;
 impl Command for DeleteCmd {
     const NAME: &'static str = "JOB.DELETE";
     const FLAGS: &'static str = "write fast";
-    const ARITY: i32 = 3;
     const SUMMARY: &'static str = "Deletes job id, ending any lease on it; 1 if it existed, else 0";
     const COMPLEXITY: &'static str = "O(log N) where N is the number of jobs";
     const ARGS: &'static [Arg] = &[Arg::Int("id")];
@@ -372,7 +361,6 @@ pub struct InfoCmd;
 impl Command for InfoCmd {
     const NAME: &'static str = "JOB.INFO";
     const FLAGS: &'static str = "readonly fast";
-    const ARITY: i32 = 2;
     const SUMMARY: &'static str = "Describes the store: jobs by state (pending, leased, fulfilled, notifiable, notifying), last token, blocked pullers";
     const COMPLEXITY: &'static str = "O(1) (plus leases past their deadline not yet lapsed)";
     const ARGS: &'static [Arg] = &[];

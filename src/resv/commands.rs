@@ -36,7 +36,6 @@ pub struct LockCmd;
 impl Command for LockCmd {
     const NAME: &'static str = "RESV.LOCK";
     const FLAGS: &'static str = "write deny-oom blocking";
-    const ARITY: i32 = -4;
     const SUMMARY: &'static str = "Reserves key for holder for ms milliseconds; returns a fencing token, or nil when held by another (optionally after waiting up to BLOCK ms)";
     const COMPLEXITY: &'static str = "O(1)";
     const ARGS: &'static [Arg] = &[
@@ -65,7 +64,6 @@ pub struct RenewCmd;
 impl Command for RenewCmd {
     const NAME: &'static str = "RESV.RENEW";
     const FLAGS: &'static str = "write deny-oom fast";
-    const ARITY: i32 = 4;
     const SUMMARY: &'static str =
         "Extends holder's reservation to ms milliseconds from now (the heartbeat)";
     const COMPLEXITY: &'static str = "O(1)";
@@ -87,7 +85,6 @@ pub struct ReleaseCmd;
 impl Command for ReleaseCmd {
     const NAME: &'static str = "RESV.RELEASE";
     const FLAGS: &'static str = "write fast";
-    const ARITY: i32 = 3;
     const SUMMARY: &'static str =
         "Releases holder's reservation; the next waiter (if any) is granted at once";
     const COMPLEXITY: &'static str = "O(1)";
@@ -108,7 +105,6 @@ pub struct CheckCmd;
 impl Command for CheckCmd {
     const NAME: &'static str = "RESV.CHECK";
     const FLAGS: &'static str = "readonly fast";
-    const ARITY: i32 = 4;
     const SUMMARY: &'static str =
         "Answers 1 if holder holds key under token, else NOTHELD or STALE (a fencing check)";
     const COMPLEXITY: &'static str = "O(1)";
@@ -133,7 +129,6 @@ pub struct InfoCmd;
 impl Command for InfoCmd {
     const NAME: &'static str = "RESV.INFO";
     const FLAGS: &'static str = "readonly fast";
-    const ARITY: i32 = 2;
     const SUMMARY: &'static str =
         "Describes the reservation: holder, ttl (ms), token (each nil when free), waiters";
     const COMPLEXITY: &'static str = "O(1)";

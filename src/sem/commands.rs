@@ -30,7 +30,6 @@ pub struct AcquireCmd;
 impl Command for AcquireCmd {
     const NAME: &'static str = "SEM.ACQUIRE";
     const FLAGS: &'static str = "write deny-oom blocking";
-    const ARITY: i32 = -5;
     const SUMMARY: &'static str = "Acquires PERMITS n (default 1) of capacity permits for holder for ms milliseconds, or extends the holder's permit; returns a fencing token, or nil when too few are free (optionally after waiting up to BLOCK ms)";
     const COMPLEXITY: &'static str = "O(log N) where N is the number of holders";
     const ARGS: &'static [Arg] = &[
@@ -74,7 +73,6 @@ pub struct RenewCmd;
 impl Command for RenewCmd {
     const NAME: &'static str = "SEM.RENEW";
     const FLAGS: &'static str = "write deny-oom fast";
-    const ARITY: i32 = 4;
     const SUMMARY: &'static str = "Extends holder's permit to ms milliseconds from now";
     const COMPLEXITY: &'static str = "O(log N) where N is the number of holders";
     const ARGS: &'static [Arg] = &[Arg::Str("holder"), Arg::Int("ms")];
@@ -95,7 +93,6 @@ pub struct ReleaseCmd;
 impl Command for ReleaseCmd {
     const NAME: &'static str = "SEM.RELEASE";
     const FLAGS: &'static str = "write fast";
-    const ARITY: i32 = 3;
     const SUMMARY: &'static str =
         "Releases holder's permits; waiters they now fit are granted at once, in order";
     const COMPLEXITY: &'static str = "O(log N) where N is the number of holders";
@@ -116,7 +113,6 @@ pub struct CountCmd;
 impl Command for CountCmd {
     const NAME: &'static str = "SEM.COUNT";
     const FLAGS: &'static str = "readonly fast";
-    const ARITY: i32 = 2;
     const SUMMARY: &'static str = "Number of permits in use";
     const COMPLEXITY: &'static str = "O(1)";
     const ARGS: &'static [Arg] = &[];
@@ -134,7 +130,6 @@ pub struct HoldersCmd;
 impl Command for HoldersCmd {
     const NAME: &'static str = "SEM.HOLDERS";
     const FLAGS: &'static str = "readonly";
-    const ARITY: i32 = 2;
     const SUMMARY: &'static str =
         "Holders ordered by expiry, flat: holder, ttl (ms), permits, token, …";
     const COMPLEXITY: &'static str = "O(N) where N is the number of holders";
@@ -160,7 +155,6 @@ pub struct InfoCmd;
 impl Command for InfoCmd {
     const NAME: &'static str = "SEM.INFO";
     const FLAGS: &'static str = "readonly fast";
-    const ARITY: i32 = 2;
     const SUMMARY: &'static str = "Describes the semaphore: permits in use, holders, ttl of the next expiry (ms), last token, waiters";
     const COMPLEXITY: &'static str = "O(1)";
     const ARGS: &'static [Arg] = &[];

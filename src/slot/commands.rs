@@ -43,7 +43,6 @@ pub struct GetCmd;
 impl Command for GetCmd {
     const NAME: &'static str = "SLOT.GET";
     const FLAGS: &'static str = "write deny-oom blocking";
-    const ARITY: i32 = -2;
     const SUMMARY: &'static str = "Takes the lowest free slot (from 0); nil when a LIMIT pool is full (optionally after waiting up to BLOCK ms). TTL makes it a lease; WITHTOKEN also answers the fencing token";
     const COMPLEXITY: &'static str = "O(log n) for n held slots";
     const ARGS: &'static [Arg] = &[
@@ -82,7 +81,6 @@ pub struct PutCmd;
 impl Command for PutCmd {
     const NAME: &'static str = "SLOT.PUT";
     const FLAGS: &'static str = "write fast";
-    const ARITY: i32 = -3;
     const SUMMARY: &'static str = "Puts a held slot back (only its HOLDER may, if it was taken with one); the first waiter, if any, is granted at once";
     const COMPLEXITY: &'static str = "O(log n) for n held slots";
     const ARGS: &'static [Arg] = &[Arg::Int("slot"), Arg::OptStr("HOLDER", "id")];
@@ -102,7 +100,6 @@ pub struct RenewCmd;
 impl Command for RenewCmd {
     const NAME: &'static str = "SLOT.RENEW";
     const FLAGS: &'static str = "write deny-oom fast";
-    const ARITY: i32 = -4;
     const SUMMARY: &'static str =
         "Extends a leased slot to ms milliseconds from now (the heartbeat)";
     const COMPLEXITY: &'static str = "O(log n) for n leased slots";
@@ -130,7 +127,6 @@ pub struct CountCmd;
 impl Command for CountCmd {
     const NAME: &'static str = "SLOT.COUNT";
     const FLAGS: &'static str = "readonly fast";
-    const ARITY: i32 = 2;
     const SUMMARY: &'static str = "Number of held slots";
     const COMPLEXITY: &'static str = "O(1)";
     const ARGS: &'static [Arg] = &[];
@@ -148,7 +144,6 @@ pub struct HolderCmd;
 impl Command for HolderCmd {
     const NAME: &'static str = "SLOT.HOLDER";
     const FLAGS: &'static str = "readonly fast";
-    const ARITY: i32 = 3;
     const SUMMARY: &'static str = "Describes a held slot as [holder, ttl (ms, -1 without TTL), token]; nil when free. holder and token are nil for a slot taken without HOLDER and TTL";
     const COMPLEXITY: &'static str = "O(1)";
     const ARGS: &'static [Arg] = &[Arg::Int("slot")];
@@ -174,7 +169,6 @@ pub struct InfoCmd;
 impl Command for InfoCmd {
     const NAME: &'static str = "SLOT.INFO";
     const FLAGS: &'static str = "readonly fast";
-    const ARITY: i32 = 2;
     const SUMMARY: &'static str = "Describes the pool: held, highest (slot ever issued, -1 if none), leased, waiters; zeros for a missing key";
     const COMPLEXITY: &'static str = "O(1)";
     const ARGS: &'static [Arg] = &[];
