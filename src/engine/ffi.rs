@@ -493,17 +493,23 @@ impl Key {
         }
     }
 
-    /// The value stored under this key, if it is of module type `ty`.
+    /// The value of module type `ty` stored under this key: `Ok(None)` for an empty key,
+    /// `Err(Error::WrongType)` for a key holding anything else. (One type check: each is an
+    /// API call.)
     ///
     /// # Safety
     /// `T` must be the Rust type that every value of `ty` is created with.
-    pub unsafe fn value_mut<T>(&mut self, ty: *mut raw::RedisModuleType) -> Option<&mut T> {
+    pub unsafe fn value_of<T>(
+        &mut self,
+        ty: *mut raw::RedisModuleType,
+    ) -> Result<Option<&mut T>, Error> {
         match self.holds() {
+            KeyHolds::Nothing => Ok(None),
             KeyHolds::Module(t) if t == ty => {
                 let p = api!(RedisModule_ModuleTypeGetValue)(self.ptr).cast::<T>();
-                p.as_mut()
+                p.as_mut().map(Some).ok_or(Error::WrongType)
             }
-            _ => None,
+            _ => Err(Error::WrongType),
         }
     }
 

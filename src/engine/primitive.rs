@@ -120,10 +120,14 @@ pub trait Primitive: Default + Clone + Serialize + DeserializeOwned + 'static {
         0
     }
 
-    /// Effects that lapse every lease whose deadline is ≤ `now`.
+    /// Effects that lapse every lease whose deadline is ≤ `now` (and whatever else falls due:
+    /// the engine calls this only when `next_deadline()` ≤ `now`). A family with very much due
+    /// at once may return a bounded batch and keep `next_deadline()` ≤ `now`: the scheduler
+    /// then comes back at once, in its next time slice.
     fn lapse(&self, now: u64, out: &mut Vec<Self::Effect>);
 
-    /// The earliest lease deadline: the engine acts on the key then.
+    /// The earliest time anything in the value falls due (a lease deadline, or anything else the
+    /// family acts on at a time): the engine acts on the key then, and nothing is due before.
     fn next_deadline(&self) -> Option<u64>;
 
     /// When the key would hold nothing worth keeping (its PTTL); `None` = never expires.

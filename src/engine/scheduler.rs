@@ -19,11 +19,16 @@ use super::waiters;
 /// (A single key is always finished: lapsing what one key holds is one atomic change.)
 const TICK_BUDGET: Duration = Duration::from_millis(2);
 
-/// Makes sure the timer fires at the earliest scheduled deadline.
+/// Makes sure the timer fires at the earliest scheduled deadline (on a primary: a replica's
+/// deadlines wait for its promotion).
 pub fn arm(ctx: Ctx) {
-    if !ctx.is_primary() {
-        return;
+    if ctx.is_primary() {
+        arm_on_primary(ctx);
     }
+}
+
+/// `arm`, for a caller that knows this is a primary.
+pub fn arm_on_primary(ctx: Ctx) {
     let now = ffi::now_ms();
     let (stop, due) = state::with(|e| {
         let next = e.schedule.earliest();

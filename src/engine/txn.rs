@@ -16,7 +16,7 @@ use std::ptr::NonNull;
 use super::codec;
 use super::codec::{EffectLog, APPLY_COMMAND};
 use super::datatype;
-use super::ffi::{self, CmdResult, Ctx, CtxFlags, Error, Key, KeyHolds, RStr, Reply};
+use super::ffi::{self, CmdResult, Ctx, CtxFlags, Error, Key, RStr, Reply};
 use super::primitive::{decide, Effect, Effects, Family, Primitive};
 use super::queues::Place;
 use super::scheduler;
@@ -42,6 +42,12 @@ pub struct Txn<F: Primitive> {
     log: EffectLog,
     /// The stored value's PTTL deadline when the key was opened (to skip setting it unchanged).
     expires_before: Option<u64>,
+    /// The stored value's next deadline when the key was opened: the schedule holds the key at
+    /// that time or earlier, so a commit that does not move it earlier needs no schedule lookup.
+    next_before: Option<u64>,
+    /// True when the scheduler took the key off its schedule to look at it (`Ops::check`): the
+    /// commit must schedule it again.
+    unscheduled: bool,
     now: u64,
     flags: CtxFlags,
 }
@@ -54,15 +60,14 @@ impl<F: Primitive> Txn<F> {
     fn open_with(ctx: Ctx, name: RStr, flags: CtxFlags) -> Result<Self, Error> {
         let mut key = ctx.open_key(name, true);
         let ty = datatype::raw_type(F::FAMILY);
-        let (value, expires_before) = match key.holds() {
-            KeyHolds::Nothing => (Value::Fresh(Box::default()), None),
-            KeyHolds::Module(t) if t == ty => {
-                // SAFETY: every value of this family's type is a Box<F> (datatype.rs).
-                let v = unsafe { key.value_mut::<F>(ty) }.ok_or(Error::WrongType)?;
-                let expires = v.expires_at();
-                (Value::Stored(NonNull::from(v)), expires)
+        // SAFETY: every value of this family's type is a Box<F> (datatype.rs).
+        let (value, expires_before, next_before) = match unsafe { key.value_of::<F>(ty) } {
+            Ok(None) => (Value::Fresh(Box::default()), None, None),
+            Ok(Some(v)) => {
+                let (expires, next) = (v.expires_at(), v.next_deadline());
+                (Value::Stored(NonNull::from(v)), expires, next)
             }
-            _ => return Err(Error::WrongType),
+            Err(e) => return Err(e),
         };
         Ok(Self {
             ctx,
@@ -72,6 +77,8 @@ impl<F: Primitive> Txn<F> {
             value,
             log: EffectLog::new(F::FAMILY, state::propagates(flags)),
             expires_before,
+            next_before,
+            unscheduled: false,
             now: ffi::now_ms(),
             flags,
         })
@@ -158,9 +165,11 @@ impl<F: Primitive> Txn<F> {
         if !self.flags.is_primary() {
             return;
         }
-        let mut lapsed = Vec::new();
-        self.state().lapse(self.now, &mut lapsed);
-        if !lapsed.is_empty() {
+        // Nothing falls due before the value's next deadline (the contract of `next_deadline`):
+        // most commands find it in the future and skip the family's lapse scan.
+        if self.state().next_deadline().is_some_and(|d| d <= self.now) {
+            let mut lapsed = Vec::new();
+            self.state().lapse(self.now, &mut lapsed);
             // Effects a family just decided always fit its state.
             let _ = self.apply(lapsed);
         }
@@ -202,6 +211,9 @@ impl<F: Primitive> Txn<F> {
             value,
             log,
             expires_before,
+            next_before,
+            unscheduled,
+            flags,
             ..
         } = self;
         let (empty, next, expires, last) = {
@@ -236,8 +248,15 @@ impl<F: Primitive> Txn<F> {
         // Schedule the next deadline unless an earlier look is already scheduled (that look
         // reschedules). A deleted key's entry is left to fire harmlessly: repeated
         // lock/release cycles on one key then cost one lookup, not an insert and a removal.
+        // A stored key whose next deadline did not move earlier is scheduled already (at that
+        // deadline or before), unless the scheduler just took it off: no lookup.
+        let already = |at: u64| !unscheduled && next_before.is_some_and(|b| b <= at);
         let arm = match next.filter(|_| !empty) {
             None => {
+                state::with(|e| e.mint.observe(last));
+                false
+            }
+            Some(at) if already(at) => {
                 state::with(|e| e.mint.observe(last));
                 false
             }
@@ -255,8 +274,9 @@ impl<F: Primitive> Txn<F> {
                 })
             }
         };
-        if arm {
-            scheduler::arm(ctx);
+        // Only a primary acts on deadlines (a replica's are armed when it is promoted).
+        if arm && flags.is_primary() {
+            scheduler::arm_on_primary(ctx);
         }
     }
 }
@@ -330,13 +350,10 @@ pub fn read<F: Primitive, R>(
     let mut key = ctx.open_key(name, false);
     let ty = datatype::raw_type(F::FAMILY);
     let now = ffi::now_ms();
-    match key.holds() {
-        KeyHolds::Nothing => Ok(f(None, now)),
-        // SAFETY: every value of this family's type is a Box<F>.
-        KeyHolds::Module(t) if t == ty => {
-            Ok(f(unsafe { key.value_mut::<F>(ty) }.map(|v| &*v), now))
-        }
-        _ => Err(Error::WrongType),
+    // SAFETY: every value of this family's type is a Box<F>.
+    match unsafe { key.value_of::<F>(ty) } {
+        Ok(v) => Ok(f(v.map(|v| &*v), now)),
+        Err(e) => Err(e),
     }
 }
 
@@ -482,6 +499,7 @@ impl<F: Primitive> FamilyOps for Ops<F> {
     fn check(&self, ctx: Ctx, name: RStr) {
         match Txn::<F>::open(ctx, name) {
             Ok(mut txn) => {
+                txn.unscheduled = true;
                 txn.settle();
                 txn.commit();
             }
