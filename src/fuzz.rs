@@ -886,7 +886,11 @@ mod tests {
         seeds.push(("rdb-job", [&[36 + 6u8][..], &codec::encode(&j)].concat()));
         seeds.push((
             "rdb-job-v1",
-            [&[36 + 3u8][..], &include_bytes!("job/testdata/v1-store.bin")[..]].concat(),
+            [
+                &[36 + 3u8][..],
+                &include_bytes!("job/testdata/v1-store.bin")[..],
+            ]
+            .concat(),
         ));
         // Effect batches (mode 1: applied to an empty value).
         seeds.push((
