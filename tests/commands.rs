@@ -50,7 +50,11 @@ const COMMANDS: &[(&str, i64, &[&str])] = &[
     ("job.pull", -4, &["w", "100"]),
     ("job.renew", 5, &["1", "w", "100"]),
     ("job.release", 4, &["1", "w"]),
-    ("job.fulfill", -4, &["1", "v", "TOKEN", "1", "NEXT", "w", "100"]),
+    (
+        "job.fulfill",
+        -4,
+        &["1", "v", "TOKEN", "1", "NEXT", "w", "100"],
+    ),
     ("job.fail", -4, &["1", "w", "reason"]),
     ("job.retry", 3, &["1"]),
     ("job.list", -3, &["failed", "AFTER", "1", "COUNT", "10"]),
