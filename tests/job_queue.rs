@@ -879,3 +879,31 @@ fn many_jobs_falling_due_at_once_are_promoted_in_slices() {
     assert!(prios.windows(2).all(|w| w[0] >= w[1]), "{prios:?}");
     assert_eq!(prios[0], 99);
 }
+
+/// A store that expires (a user's PEXPIRE) with delayed jobs and one leased job announces one
+/// lapse — its lease — not its promotions or failed attempts.
+#[test]
+fn an_expired_store_counts_only_its_leases_as_lapsed() {
+    let s = Server::start_with(ServerOptions::new().config("notify-keyspace-events", "Ed"));
+    let mut c = s.conn();
+    for _ in 0..5 {
+        int(
+            &mut c,
+            &["JOB.CREATE", "only-delayed", "r", "DELAY", "100000"],
+        );
+        int(
+            &mut c,
+            &["JOB.CREATE", "mixed", "r", "DELAY", "100000", "KEEP", "5"],
+        );
+    }
+    int(&mut c, &["JOB.CREATE", "mixed", "leased", "PRIORITY", "1"]);
+    pull(&mut c, "mixed", "w", 100_000, None).unwrap();
+    let lapses = |s: &Server| common::client::info_int(s, "corral", "corral_job_lapses");
+    let before = lapses(&s);
+    int(&mut c, &["PEXPIRE", "only-delayed", "20"]);
+    int(&mut c, &["PEXPIRE", "mixed", "20"]);
+    wait_until(Duration::from_secs(5), "both expired", || {
+        int(&mut c, &["EXISTS", "only-delayed", "mixed"]) == 0
+    });
+    assert_eq!(lapses(&s), before + 1, "one lease lapsed");
+}
