@@ -34,9 +34,24 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A server whose latency monitor records everything that takes 1 ms or more.
+/// A server whose latency monitor records everything that takes 1 ms or more. Checked, so that
+/// an empty `LATENCY LATEST` means "nothing took 1 ms" and not "nothing was measured": a
+/// 10 ms `DEBUG SLEEP` must show up as a `command` event (then it is forgotten).
 fn monitored_server() -> Server {
-    Server::with_config(&[("latency-monitor-threshold", "1")])
+    let s = Server::with_config(&[("latency-monitor-threshold", "1")]);
+    let mut c = s.conn();
+    let _: () = redis::cmd("DEBUG")
+        .arg("SLEEP")
+        .arg("0.01")
+        .query(&mut c)
+        .unwrap();
+    let events = latency(&mut c);
+    assert!(
+        events.get("command").is_some_and(|&(_, worst)| worst >= 10),
+        "the latency monitor did not record a 10 ms DEBUG SLEEP: {events:?}"
+    );
+    reset_latency(&mut c);
+    s
 }
 
 /// `LATENCY LATEST` as event → (latest ms, worst ms). Each row starts `[event, time, latest,
@@ -54,18 +69,31 @@ fn latency(c: &mut Connection) -> HashMap<String, (i64, i64)> {
         .collect()
 }
 
-/// Asserts that no command and no timer tick took longer than [`MAX_STALL_MS`], and prints the
-/// worst ones.
-fn assert_no_stall(c: &mut Connection, what: &str) {
+/// Asserts that nothing the latency monitor samples — commands, ticks of corral's timer, Redis's
+/// own expiry and eviction of corral keys — took longer than [`MAX_STALL_MS`], and prints the
+/// worst ones. `sampled` names the work that must have been measured: for each group, at least
+/// one of its events must be there (work known to take 1 ms or more that left no sample would
+/// mean the monitor, or corral's `corral-timer` reporting, is not working).
+fn assert_no_stall(c: &mut Connection, what: &str, sampled: &[&[&str]]) {
+    let threshold: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("latency-monitor-threshold")
+        .query(c)
+        .unwrap();
+    assert_eq!(threshold[1], "1", "{what}: the latency monitor is off");
     let events = latency(c);
     println!("{what}: latency monitor (event: latest ms, worst ms): {events:?}");
-    for event in ["command", "fast-command", "corral-timer"] {
-        if let Some(&(_, worst)) = events.get(event) {
-            assert!(
-                worst <= MAX_STALL_MS,
-                "{what}: a `{event}` took {worst} ms (limit {MAX_STALL_MS} ms): {events:?}"
-            );
-        }
+    for group in sampled {
+        assert!(
+            group.iter().any(|e| events.contains_key(*e)),
+            "{what}: no {group:?} latency sample: {events:?}"
+        );
+    }
+    for (event, &(_, worst)) in &events {
+        assert!(
+            worst <= MAX_STALL_MS,
+            "{what}: a `{event}` took {worst} ms (limit {MAX_STALL_MS} ms): {events:?}"
+        );
     }
 }
 
@@ -197,7 +225,7 @@ fn a_hundred_megabytes_of_job_values() {
         .arg("store")
         .query(&mut c)
         .unwrap();
-    assert_no_stall(&mut c, "100 MB store");
+    assert_no_stall(&mut c, "100 MB store", &[]);
 
     assert_survives_reload(&mut c, "store");
 
@@ -205,7 +233,7 @@ fn a_hundred_megabytes_of_job_values() {
     reset_latency(&mut c);
     let unlinked: i64 = redis::cmd("UNLINK").arg("store").query(&mut c).unwrap();
     assert_eq!(unlinked, 1);
-    assert_no_stall(&mut c, "UNLINK of the 100 MB store");
+    assert_no_stall(&mut c, "UNLINK of the 100 MB store", &[]);
     wait_until(Duration::from_secs(60), "the store's memory freed", || {
         used_memory(&s) < memory / 4
     });
@@ -274,13 +302,13 @@ fn a_ten_million_slot_pool() {
         .arg("pool")
         .query(&mut c)
         .unwrap();
-    assert_no_stall(&mut c, "10M-slot pool");
+    assert_no_stall(&mut c, "10M-slot pool", &[]);
 
     assert_survives_reload(&mut c, "pool");
     reset_latency(&mut c);
     let deleted: i64 = redis::cmd("DEL").arg("pool").query(&mut c).unwrap();
     assert_eq!(deleted, 1);
-    assert_no_stall(&mut c, "DEL of the 10M-slot pool");
+    assert_no_stall(&mut c, "DEL of the 10M-slot pool", &[]);
     assert_alive(&s, &mut c);
 }
 
@@ -332,6 +360,12 @@ fn four_hundred_thousand_waits_through_one_lock() {
         for t in threads {
             tokens.extend(t.join().unwrap());
         }
+        // The clients' connections (each with a pipeline-sized query buffer) must be gone before
+        // memory is read: Redis frees a closed client when it next reads from it.
+        // (Two remain: `c`, and the connection asking.)
+        wait_until(Duration::from_secs(30), "the clients disconnected", || {
+            info_int(&s, "clients", "connected_clients") == 2
+        });
         memory_after_round.push(used_memory(&s));
     }
     let elapsed = started.elapsed();
@@ -357,12 +391,15 @@ fn four_hundred_thousand_waits_through_one_lock() {
     assert_eq!(info_int(&s, "corral", "corral_resv_waiting"), 0);
     let exists: i64 = redis::cmd("EXISTS").arg("lock").query(&mut c).unwrap();
     assert_eq!(exists, 0);
+    // A leak of what one wait leaves behind (its timer: ~70 bytes) would be ~14 MB over the
+    // 200,000 waits of a round; used_memory moves by up to ~1 MB between rounds without one
+    // (allocator and table growth in Redis itself).
     let growth = memory_after_round[1] - memory_after_round[0];
     assert!(
-        growth < 1_000_000,
+        growth < 4_000_000,
         "used_memory grew {growth} bytes over the second round of waits"
     );
-    assert_no_stall(&mut c, "400,000 waits");
+    assert_no_stall(&mut c, "400,000 waits", &[]);
     assert_alive(&s, &mut c);
 }
 
@@ -386,7 +423,12 @@ fn hundreds_of_thousands_of_leases_lapsing_at_once() {
     });
     let keys: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(keys, 0);
-    assert_no_stall(&mut c, "300,000 leases lapsing at once");
+    // corral's timer lapses most of them, in ticks of about 2 ms: they must have been sampled.
+    assert_no_stall(
+        &mut c,
+        "300,000 leases lapsing at once",
+        &[&["corral-timer"]],
+    );
 
     // The same for one semaphore holding 100,000 permits: lapsing one key is one step, so
     // this is the largest single piece of work (reported, bounded by the same limit).
@@ -405,6 +447,11 @@ fn hundreds_of_thousands_of_leases_lapsing_at_once() {
     wait_until(Duration::from_secs(60), "every permit lapsed", || {
         info_int(&s, "corral", "corral_sem_lapses") == 100_000
     });
-    assert_no_stall(&mut c, "100,000 permits of one key lapsing at once");
+    // One step of 3 ms or more, taken by corral's timer or by Redis expiring the key first.
+    assert_no_stall(
+        &mut c,
+        "100,000 permits of one key lapsing at once",
+        &[&["corral-timer", "expire-del"]],
+    );
     assert_alive(&s, &mut c);
 }

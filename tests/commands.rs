@@ -41,6 +41,7 @@ const COMMANDS: &[(&str, i64, &[&str])] = &[
     ("alloc.hasjobs", 3, &["i"]),
     ("alloc.instance", 3, &["j"]),
     ("alloc.drain", -3, &["i", "BLOCK", "10"]),
+    ("alloc.info", 2, &[]),
     // JOB
     (
         "job.create",

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::client::{field, int, rewrite_aof};
+use common::client::{field, int};
 use common::{Server, ServerOptions};
 use redis::{Connection, Value};
 
@@ -48,10 +48,32 @@ struct Acked {
     allocations: HashMap<String, String>,
     uncertain: Option<String>,
     max_token: i64,
+    /// The error that ended the workload (the server went away, or a bug), if one did.
+    error: Option<redis::RedisError>,
 }
 
-/// Runs one family's workload until an error (the server died) or `stop`.
-fn workload(port: u16, family: usize, round: usize, stop: Arc<AtomicBool>) -> Acked {
+impl Acked {
+    /// Acknowledged grants, jobs and allocations.
+    fn ops(&self) -> usize {
+        self.locks.len()
+            + self.unlocked.len()
+            + self.permits.len()
+            + self.unpermitted.len()
+            + self.slots.len()
+            + self.jobs.len()
+            + self.allocations.len()
+    }
+}
+
+/// Runs one family's workload until an error (the server died) or `stop`, pausing `pace`
+/// between operations.
+fn workload(
+    port: u16,
+    family: usize,
+    round: usize,
+    stop: Arc<AtomicBool>,
+    pace: Duration,
+) -> Acked {
     let mut a = Acked::default();
     let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
         return a;
@@ -184,10 +206,14 @@ fn workload(port: u16, family: usize, round: usize, stop: Arc<AtomicBool>) -> Ac
                 })
             }
         };
-        if ok.is_err() {
-            return a; // the server went away mid-operation
+        if let Err(e) = ok {
+            a.error = Some(e); // the server went away mid-operation
+            return a;
         }
         a.uncertain = None;
+        if !pace.is_zero() {
+            thread::sleep(pace);
+        }
     }
     a
 }
@@ -214,7 +240,7 @@ fn verify(c: &mut Connection, acked: &[Acked], uncertain: &HashSet<String>) {
         }
         for key in a.unlocked.iter().filter(|k| !uncertain.contains(*k)) {
             let v: Value = redis::cmd("RESV.INFO").arg(key).query(c).unwrap();
-            assert_eq!(v, Value::Nil, "{key} was released");
+            assert_eq!(field(&v, "holder"), Value::Nil, "{key} was released");
         }
         for (h, t) in &a.permits {
             if !uncertain.contains(h) {
@@ -278,7 +304,7 @@ fn acknowledged_state_survives_kill9_with_aof_three_times() {
         let threads: Vec<_> = (0..5)
             .map(|family| {
                 let (port, stop) = (s.port(), stop.clone());
-                thread::spawn(move || workload(port, family, round, stop))
+                thread::spawn(move || workload(port, family, round, stop, Duration::ZERO))
             })
             .collect();
         thread::sleep(Duration::from_millis(400));
@@ -286,6 +312,10 @@ fn acknowledged_state_survives_kill9_with_aof_three_times() {
         stop.store(true, Ordering::Relaxed);
         for t in threads {
             let a = t.join().unwrap();
+            if let Some(e) = &a.error {
+                // Only the crash may end a workload: not an error reply.
+                assert!(e.is_io_error() || e.is_unrecoverable_error(), "{e:?}");
+            }
             uncertain.extend(a.uncertain.clone());
             all.push(a);
         }
@@ -339,21 +369,125 @@ fn aof_rewrite_during_load_then_restart_is_equal() {
     let threads: Vec<_> = (0..5)
         .map(|family| {
             let (port, stop) = (s.port(), stop.clone());
-            thread::spawn(move || workload(port, family, 0, stop))
+            // A few thousand operations a second: enough to write all through the rewrite,
+            // few enough to check each one afterwards.
+            thread::spawn(move || workload(port, family, 0, stop, Duration::from_micros(500)))
         })
         .collect();
     thread::sleep(Duration::from_millis(200));
-    rewrite_aof(&s);
+    // Slow the rewrite down (the child sleeps after each key it writes) so that it takes about
+    // a second, and the load goes on while it runs.
+    let keys: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    let delay_us = (1_000_000 / keys.max(1)).max(1);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("rdb-key-save-delay")
+        .arg(delay_us)
+        .query(&mut c)
+        .unwrap();
+    let _: Value = redis::cmd("BGREWRITEAOF").query(&mut c).unwrap();
+    let rewrite_started = std::time::Instant::now();
+    // Writes of every family that the server applied while the rewrite was running: each is
+    // sent after INFO says the rewrite runs, and INFO says so again after its reply.
+    let in_progress = || {
+        s.info_field("persistence", "aof_rewrite_in_progress")
+            .as_deref()
+            == Some("1")
+    };
+    common::wait_until(Duration::from_secs(10), "the rewrite started", in_progress);
+    let mut during = Acked::default();
+    let mut confirmed = 0;
+    let give_up = std::time::Instant::now() + Duration::from_secs(60);
+    for k in 0.. {
+        if !in_progress() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the rewrite never ended"
+        );
+        let n = format!("during-{k}");
+        let lock: i64 = redis::cmd("RESV.LOCK")
+            .arg(format!("r:{n}"))
+            .arg("h")
+            .arg(600_000)
+            .query(&mut c)
+            .unwrap();
+        during.locks.insert(format!("r:{n}"), ("h".into(), lock));
+        let permit: i64 = redis::cmd("SEM.ACQUIRE")
+            .arg("sem")
+            .arg(&n)
+            .arg(1_000_000)
+            .arg(600_000)
+            .query(&mut c)
+            .unwrap();
+        during.permits.insert(n.clone(), permit);
+        let (slot, _): (i64, i64) = redis::cmd("SLOT.GET")
+            .arg("pool")
+            .arg("HOLDER")
+            .arg(&n)
+            .arg("TTL")
+            .arg(600_000)
+            .arg("WITHTOKEN")
+            .query(&mut c)
+            .unwrap();
+        during.slots.insert(slot, n.clone());
+        let id: i64 = redis::cmd("JOB.CREATE")
+            .arg("jobs")
+            .arg(&n)
+            .query(&mut c)
+            .unwrap();
+        during.jobs.insert(id, None);
+        let (instance, _): (String, i64) = redis::cmd("ALLOC.ALLOCATE")
+            .arg("alloc")
+            .arg(&n)
+            .query(&mut c)
+            .unwrap();
+        during.allocations.insert(n, instance);
+        if in_progress() {
+            confirmed += 1;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "{keys} keys, {delay_us} µs each: the rewrite took {:?}, {confirmed} rounds of writes \
+         fell inside it",
+        rewrite_started.elapsed()
+    );
+    // About 80 when the rewrite takes its second; an unslowed one is over in under ten.
+    assert!(
+        confirmed >= 20,
+        "only {confirmed} rounds of writes fell inside the rewrite"
+    );
+    assert_eq!(
+        s.info_field("persistence", "aof_last_bgrewrite_status")
+            .as_deref(),
+        Some("ok"),
+        "AOF rewrite failed"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("rdb-key-save-delay")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
     thread::sleep(Duration::from_millis(100)); // writes after the rewrite go to the new AOF
     stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().unwrap();
+    let mut acked: Vec<Acked> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for (family, a) in acked.iter().enumerate() {
+        assert!(a.error.is_none(), "workload {family}: {:?}", a.error);
+        assert!(a.ops() > 10, "workload {family} did little: {}", a.ops());
     }
+    acked.push(during);
+    let none = HashSet::new();
+    verify(&mut c, &acked, &none);
     let before = digest(&mut c);
     drop(c);
     s.restart();
     let mut c = s.conn();
     assert_eq!(digest(&mut c), before);
+    // Not only equal: everything acknowledged — before, during and after the rewrite — is there.
+    verify(&mut c, &acked, &none);
 }
 
 /// A little of everything, with leases long enough to outlive the test.
@@ -400,36 +534,48 @@ fn populate(c: &mut Connection) {
 
 #[test]
 fn promoted_replica_lapses_leases_at_their_deadlines_and_continues_tokens() {
+    use std::time::Instant;
+    /// The old primary's leases: long enough for the promotion and the new waiters to happen
+    /// before they end, on a loaded machine.
+    const LEASE: Duration = Duration::from_millis(3_000);
     let primary = Server::start();
     let replica = Server::replica_of(&primary);
     let mut p = primary.conn();
-    let old_tokens = [
-        redis::cmd("RESV.LOCK")
-            .arg("lock")
-            .arg("a")
-            .arg(1_500)
-            .query::<i64>(&mut p)
-            .unwrap(),
-        redis::cmd("SEM.ACQUIRE")
-            .arg("sem")
-            .arg("a")
-            .arg(1)
-            .arg(1_500)
-            .query::<i64>(&mut p)
-            .unwrap(),
-        redis::cmd("SLOT.GET")
-            .arg("pool")
-            .arg("HOLDER")
-            .arg("a")
-            .arg("TTL")
-            .arg(1_500)
-            .arg("LIMIT")
-            .arg(1)
-            .arg("WITHTOKEN")
-            .query::<(i64, i64)>(&mut p)
-            .unwrap()
-            .1,
+    let lease_ms = LEASE.as_millis() as u64;
+    // Each grant with when it was sent: its deadline is at least that plus the lease.
+    let mut timed = |cmd: &mut redis::Cmd| {
+        let sent = Instant::now();
+        let v: Value = cmd.query(&mut p).unwrap();
+        (sent, v)
+    };
+    let old = [
+        timed(redis::cmd("RESV.LOCK").arg("lock").arg("a").arg(lease_ms)),
+        timed(
+            redis::cmd("SEM.ACQUIRE")
+                .arg("sem")
+                .arg("a")
+                .arg(1)
+                .arg(lease_ms),
+        ),
+        timed(
+            redis::cmd("SLOT.GET")
+                .arg("pool")
+                .arg("HOLDER")
+                .arg("a")
+                .arg("TTL")
+                .arg(lease_ms)
+                .arg("LIMIT")
+                .arg(1)
+                .arg("WITHTOKEN"),
+        ),
     ];
+    let token_of = |v: &Value| match v {
+        Value::Int(t) => *t,
+        Value::Array(a) => as_int(&a[1]),
+        v => panic!("not granted: {v:?}"),
+    };
+    let max_old = old.iter().map(|(_, v)| token_of(v)).max().unwrap();
+    let earliest_deadline = old.iter().map(|(sent, _)| *sent).min().unwrap() + LEASE;
     primary.sync_replica(&replica);
     // The primary dies (stopped, not cleanly shut down); the replica is promoted.
     let pid = primary.pid().to_string();
@@ -473,32 +619,59 @@ fn promoted_replica_lapses_leases_at_their_deadlines_and_continues_tokens() {
                 cmd.arg(*a);
             }
             let v: Value = cmd.query(&mut c).unwrap();
-            (std::time::Instant::now(), v)
+            (Instant::now(), v)
         })
     })
     .collect();
-    let start = std::time::Instant::now();
-    let results: Vec<(std::time::Instant, Value)> =
-        waiters.into_iter().map(|t| t.join().unwrap()).collect();
-    let max_old = *old_tokens.iter().max().unwrap();
-    for (at, v) in &results {
+    // All three wait on the new primary before the old leases end (else this test would not
+    // show the lapse).
+    common::wait_until(Duration::from_secs(10), "the waiters queued", || {
+        ["resv", "sem", "slot"].iter().all(|f| {
+            replica
+                .info_field("corral", &format!("corral_{f}_waiting"))
+                .as_deref()
+                == Some("1")
+        })
+    });
+    let queued = Instant::now();
+    assert!(
+        queued < earliest_deadline,
+        "the waiters queued {:?} after the old leases' deadlines: too slow a machine to tell",
+        queued - earliest_deadline
+    );
+    let results: Vec<(Instant, Value)> = waiters.into_iter().map(|t| t.join().unwrap()).collect();
+    for (((sent, _), (at, v)), family) in old.iter().zip(&results).zip(["RESV", "SEM", "SLOT"]) {
+        let token = token_of(v);
         assert!(
-            at.duration_since(start) < Duration::from_secs(10),
-            "served promptly"
+            token > max_old,
+            "{family}: new token {token} ≤ old {max_old}"
         );
-        let token = match v {
-            Value::Int(t) => *t,
-            Value::Array(a) => as_int(&a[1]),
-            v => panic!("waiter not granted: {v:?}"),
-        };
-        assert!(token > max_old, "new token {token} ≤ old {max_old}");
+        // Granted when the old lease lapsed: not before its deadline (which is at least its
+        // grant's send time plus the lease; 5 ms for the server's rounding to milliseconds),
+        // and promptly after it.
+        let deadline = *sent + LEASE;
+        assert!(
+            *at + Duration::from_millis(5) >= deadline,
+            "{family}: granted {:?} before the old lease's deadline",
+            deadline - *at
+        );
+        assert!(
+            at.duration_since(deadline) < Duration::from_secs(5),
+            "{family}: granted {:?} after the old lease's deadline",
+            at.duration_since(deadline)
+        );
     }
-    let lapses: u64 = replica
-        .info_field("corral", "corral_resv_lapses")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(lapses >= 1, "the new primary lapsed the old lease itself");
+    for family in ["resv", "sem", "slot"] {
+        let lapses: u64 = replica
+            .info_field("corral", &format!("corral_{family}_lapses"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            lapses, 1,
+            "the new primary lapsed the old {family} lease itself"
+        );
+    }
     assert!(std::process::Command::new("kill")
         .args(["-CONT", &pid])
         .status()
@@ -508,11 +681,9 @@ fn promoted_replica_lapses_leases_at_their_deadlines_and_continues_tokens() {
 
 /// Short leases with blocked waiters on a few keys: lapses and hand-offs all the time.
 fn churn(port: u16, id: usize, stop: Arc<AtomicBool>) {
-    let Ok(mut c) = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
         .and_then(|cl| cl.get_connection())
-    else {
-        return;
-    };
+        .unwrap();
     let holder = format!("c{id}");
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -538,8 +709,8 @@ fn churn(port: u16, id: usize, stop: Arc<AtomicBool>) {
         };
         cmd.arg("BLOCK").arg(300);
         let r: redis::RedisResult<Value> = cmd.query(&mut c);
-        if r.is_err() {
-            return;
+        if let Err(e) = r {
+            panic!("churn {id}: {a} {b}: {e}"); // nothing here may fail
         }
         // Release half of what we got early; the rest lapses.
         if n.is_multiple_of(2) && a == "RESV.LOCK" {
@@ -564,7 +735,9 @@ fn two_replicas_match_the_primary_after_mixed_load_and_a_late_replica_too() {
         .map(|family| {
             let (port, stop) = (primary.port(), stop.clone());
             thread::spawn(move || {
-                workload(port, family, 7, stop);
+                let a = workload(port, family, 7, stop, Duration::ZERO);
+                assert!(a.error.is_none(), "workload {family}: {:?}", a.error);
+                assert!(a.ops() > 10, "workload {family} did little: {}", a.ops());
             })
         })
         .collect();

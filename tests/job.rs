@@ -3,7 +3,7 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -543,6 +543,14 @@ fn blocked_pullnotify_does_not_hold_up_pull_and_is_served_when_notifiable() {
 fn twenty_workers_fulfil_two_thousand_jobs_exactly_once() {
     const JOBS: usize = 2000;
     const WORKERS: usize = 20;
+    /// Workers w0..w2 are slow: their leases lapse before they fulfil.
+    const SLOW: usize = 3;
+    /// A slow worker's lease; the others' outlives the test.
+    const SLOW_TTL: u64 = 50;
+    const FAST_TTL: u64 = 60_000;
+    /// How long a fast worker works on a job: the window in which a slow worker's late FULFILL
+    /// meets the job leased to someone else (STALE) rather than fulfilled (ALREADY).
+    const WORK: Duration = Duration::from_millis(5);
     let s = Server::start();
     let mut c = s.conn();
     let mut p = redis::pipe();
@@ -551,27 +559,49 @@ fn twenty_workers_fulfil_two_thousand_jobs_exactly_once() {
     }
     let ids: Vec<i64> = p.query(&mut c).unwrap();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
-    let fulfilled: Arc<Mutex<HashMap<i64, String>>> = Arc::default();
-    let retries = Arc::new(AtomicUsize::new(0));
+
+    /// One FULFILL: who sent it, under which lease, and when — ticks of a shared counter taken
+    /// just before sending and just after the reply, which order FULFILLs of different workers.
+    #[derive(Clone, Debug)]
+    struct Fulfil {
+        worker: String,
+        token: i64,
+        sent: u64,
+        answered: u64,
+    }
+    #[derive(Debug)]
+    enum Refused {
+        /// `-STALE …`, with the current lease's token when the job has one.
+        Stale(Option<i64>),
+        Already,
+    }
+    /// What the workers saw, checked once they are done.
+    #[derive(Default)]
+    struct Seen {
+        /// Job id → (token, worker) of every PULL that returned it.
+        pulls: HashMap<i64, Vec<(i64, String)>>,
+        /// Job id → the FULFILL that was accepted, and the value it set.
+        accepted: HashMap<i64, (Fulfil, String)>,
+        /// Every refused FULFILL (all of them late results of lapsed leases).
+        refused: Vec<(i64, Fulfil, Refused)>,
+    }
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let clock = Arc::new(AtomicU64::new(0));
     let slow_started = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
     for w in 0..WORKERS {
-        if w == 3 {
+        if w == SLOW {
             // The slow ones hold a job each before the others start.
             wait_until(Duration::from_secs(20), "slow workers pulled", || {
-                slow_started.load(Ordering::SeqCst) >= 3
+                slow_started.load(Ordering::SeqCst) >= SLOW
             });
         }
-        let slow_started = slow_started.clone();
+        let (slow_started, seen, clock) = (slow_started.clone(), seen.clone(), clock.clone());
         let mut wc = s.conn();
-        let fulfilled = fulfilled.clone();
-        let retries = retries.clone();
         threads.push(thread::spawn(move || {
             let worker = format!("w{w}");
-            // Three slow workers let their short leases lapse: someone else re-pulls the job
-            // and their own FULFILL is refused (STALE or ALREADY).
-            let slow = w < 3;
-            let ttl = if slow { 100 } else { 5_000 };
+            let slow = w < SLOW;
+            let ttl = if slow { SLOW_TTL } else { FAST_TTL };
             loop {
                 let Some((id, request, token)) = pull(&mut wc, "jobs", &worker, ttl, Some(100))
                 else {
@@ -580,11 +610,36 @@ fn twenty_workers_fulfil_two_thousand_jobs_exactly_once() {
                     }
                     continue;
                 };
+                seen.lock()
+                    .unwrap()
+                    .pulls
+                    .entry(id)
+                    .or_default()
+                    .push((token, worker.clone()));
                 if slow {
                     slow_started.fetch_add(1, Ordering::SeqCst);
-                    thread::sleep(Duration::from_millis(250));
+                    // Stalled past its lease: it sends its late result once the job has moved
+                    // on (leased to another worker, or fulfilled).
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    loop {
+                        let job = get(&mut wc, "jobs", id).unwrap();
+                        let moved = job.state == "fulfilled"
+                            || job.holder.as_ref().is_some_and(|h| h != worker.as_bytes());
+                        if moved {
+                            assert!(job.token.is_none_or(|t| t > token), "{id}: {job:?}");
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "job {id} never moved on: {job:?}"
+                        );
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                } else {
+                    thread::sleep(WORK);
                 }
                 let value = format!("{}-by-{worker}", String::from_utf8(request).unwrap());
+                let sent = clock.fetch_add(1, Ordering::SeqCst);
                 let r: redis::RedisResult<i64> = redis::cmd("JOB.FULFILL")
                     .arg("jobs")
                     .arg(id)
@@ -592,15 +647,38 @@ fn twenty_workers_fulfil_two_thousand_jobs_exactly_once() {
                     .arg("TOKEN")
                     .arg(token)
                     .query(&mut wc);
+                let answered = clock.fetch_add(1, Ordering::SeqCst);
+                let f = Fulfil {
+                    worker: worker.clone(),
+                    token,
+                    sent,
+                    answered,
+                };
+                let mut seen = seen.lock().unwrap();
                 match r {
-                    Ok(1) => {
-                        let before = fulfilled.lock().unwrap().insert(id, value);
+                    // A worker whose lease is live is never refused; one whose lease lapsed
+                    // always is.
+                    Ok(1) if !slow => {
+                        let before = seen.accepted.insert(id, (f, value));
                         assert!(before.is_none(), "job {id} fulfilled twice");
                     }
-                    Err(e) if matches!(e.code(), Some("STALE") | Some("ALREADY")) => {
-                        retries.fetch_add(1, Ordering::Relaxed);
+                    Ok(r) => panic!("{f:?}: FULFILL of job {id} answered {r}"),
+                    Err(e) if slow && e.code() == Some("STALE") => {
+                        let detail = e.detail().unwrap_or("");
+                        let current = detail
+                            .rsplit_once("(current is ")
+                            .map(|(_, c)| c.trim_end_matches(')').parse::<i64>().unwrap());
+                        assert!(
+                            current.is_some()
+                                || detail.ends_with("(it has none: expired or released)"),
+                            "{e}"
+                        );
+                        seen.refused.push((id, f, Refused::Stale(current)));
                     }
-                    other => panic!("FULFILL {id}: {other:?}"),
+                    Err(e) if slow && e.code() == Some("ALREADY") => {
+                        seen.refused.push((id, f, Refused::Already));
+                    }
+                    Err(e) => panic!("{f:?}: FULFILL of job {id}: {e}"),
                 }
             }
         }));
@@ -608,15 +686,68 @@ fn twenty_workers_fulfil_two_thousand_jobs_exactly_once() {
     for t in threads {
         t.join().unwrap();
     }
-    let fulfilled = fulfilled.lock().unwrap().clone();
-    assert_eq!(fulfilled.len(), JOBS, "none lost");
+    let seen = Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap();
     assert_eq!(
-        fulfilled.keys().copied().collect::<BTreeSet<_>>(),
-        ids.iter().copied().collect::<BTreeSet<_>>()
+        seen.accepted.keys().copied().collect::<BTreeSet<_>>(),
+        ids.iter().copied().collect::<BTreeSet<_>>(),
+        "every job fulfilled (exactly once: checked as they were)"
     );
+    // Each job's accepted value comes from the worker holding its last lease: a job is pulled
+    // again only while unfulfilled, so the fulfilling lease is its newest one.
+    for (id, (f, _)) in &seen.accepted {
+        let last = seen.pulls[id].iter().max().unwrap();
+        assert_eq!(
+            (&f.token, &f.worker),
+            (&last.0, &last.1),
+            "job {id} was fulfilled under a lease that was not its last: {:?}",
+            seen.pulls[id]
+        );
+    }
+    // Each refusal is the right one: ALREADY once the job was fulfilled, STALE before that,
+    // naming the newer lease that held the job then. The order of the two FULFILLs is known
+    // when one was answered before the other was sent.
+    let (mut stale, mut already) = (0, 0);
+    for (id, late, why) in &seen.refused {
+        let (accepted, _) = &seen.accepted[id];
+        assert!(
+            accepted.token > late.token,
+            "{late:?} refused ({why:?}), {accepted:?} accepted for job {id}"
+        );
+        match why {
+            Refused::Already => {
+                already += 1;
+                assert!(
+                    accepted.sent < late.answered,
+                    "ALREADY for job {id} before it was fulfilled: {late:?}, {accepted:?}"
+                );
+            }
+            Refused::Stale(current) => {
+                stale += 1;
+                assert!(
+                    accepted.answered > late.sent,
+                    "STALE for job {id} after it was fulfilled (ALREADY expected): {late:?}, \
+                     {accepted:?}"
+                );
+                if let Some(current) = current {
+                    let holder = seen.pulls[id].iter().find(|(t, _)| t == current);
+                    assert!(
+                        *current > late.token && holder.is_some_and(|(_, w)| *w != late.worker),
+                        "STALE for job {id} named lease {current}: {:?}",
+                        seen.pulls[id]
+                    );
+                }
+            }
+        }
+    }
+    eprintln!(
+        "20 workers, 2000 jobs: {} late results of lapsed leases refused ({stale} STALE, \
+         {already} ALREADY)",
+        seen.refused.len()
+    );
+    assert!(seen.refused.len() >= SLOW, "slow workers were fenced off");
     assert!(
-        retries.load(Ordering::Relaxed) >= 3,
-        "slow workers were fenced off"
+        stale >= 1,
+        "no late result met its job leased to another worker"
     );
     let i = info(&mut c, "jobs");
     assert_eq!(
@@ -628,14 +759,10 @@ fn twenty_workers_fulfil_two_thousand_jobs_exactly_once() {
         assert_eq!(job.request, format!("job-{n}").into_bytes());
         assert_eq!(
             job.value.as_deref(),
-            Some(fulfilled[id].as_bytes()),
+            Some(seen.accepted[id].1.as_bytes()),
             "the accepted value"
         );
     }
-    eprintln!(
-        "20 workers, 2000 jobs: {} fenced retries",
-        retries.load(Ordering::Relaxed)
-    );
 }
 
 /// A store with every kind of job: pending (with targets), leased, fulfilled with a 1 MB binary

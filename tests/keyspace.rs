@@ -21,7 +21,7 @@ fn lock(c: &mut Connection, key: &str, holder: &str, ms: u64) -> Option<i64> {
 
 fn holder(c: &mut Connection, key: &str) -> Option<(String, i64)> {
     let v = value(c, &["RESV.INFO", key]);
-    if v == Value::Nil {
+    if field(&v, "holder") == Value::Nil {
         return None;
     }
     let Value::BulkString(h) = field(&v, "holder") else {

@@ -11,7 +11,7 @@ use common::client::{
     subscribe_keyevents,
 };
 use common::{wait_until, Server, ServerOptions};
-use redis::{Connection, Value};
+use redis::{Connection, ConnectionLike, Value};
 
 fn lock(c: &mut Connection, key: &str, holder: &str, ms: u64) -> Option<i64> {
     redis::cmd("RESV.LOCK")
@@ -36,7 +36,11 @@ fn lock_block(c: &mut Connection, key: &str, holder: &str, ms: u64, block: u64) 
 /// RESV.INFO as (holder, ttl, token, waiters), None when free.
 fn info(c: &mut Connection, key: &str) -> Option<(String, i64, i64, i64)> {
     let v: Value = redis::cmd("RESV.INFO").arg(key).query(c).unwrap();
-    if v == Value::Nil {
+    if field(&v, "holder") == Value::Nil {
+        assert_eq!(
+            (field(&v, "ttl"), field(&v, "token")),
+            (Value::Nil, Value::Nil)
+        );
         return None;
     }
     let holder = match field(&v, "holder") {
@@ -51,7 +55,11 @@ fn info(c: &mut Connection, key: &str) -> Option<(String, i64, i64, i64)> {
 }
 
 fn waiters(c: &mut Connection, key: &str) -> i64 {
-    info(c, key).map_or(0, |i| i.3)
+    let v: Value = redis::cmd("RESV.INFO").arg(key).query(c).unwrap();
+    match field(&v, "waiters") {
+        Value::Int(n) => n,
+        v => panic!("waiters: {v:?}"),
+    }
 }
 
 #[test]
@@ -63,11 +71,11 @@ fn lock_renew_release_and_notheld() {
     assert_eq!(lock(&mut c, "k", "b", 10_000), None, "held by a");
     assert_eq!(
         error_of(&mut c, &[b"RESV.RENEW", b"k", b"b", b"1000"]),
-        "NOTHELD lost to a"
+        "NOTHELD the reservation is held by a"
     );
     assert_eq!(
         error_of(&mut c, &[b"RESV.RELEASE", b"k", b"b"]),
-        "NOTHELD lost to a"
+        "NOTHELD the reservation is held by a"
     );
     assert_eq!(int(&mut c, &["RESV.RENEW", "k", "a", "20000"]), 1);
     let ttl = info(&mut c, "k").unwrap().1;
@@ -101,7 +109,7 @@ fn notheld_after_expiry() {
     thread::sleep(Duration::from_millis(400));
     assert_eq!(
         error_of(&mut c, &[b"RESV.RENEW", b"k", b"a", b"1000"]),
-        "NOTHELD expired"
+        "NOTHELD the reservation is not held (lapsed, released or never locked)"
     );
     assert!(error_of(&mut c, &[b"RESV.CHECK", b"k", b"a", b"1"]).starts_with("NOTHELD"));
 }
@@ -451,7 +459,7 @@ fn malformed_input_gets_errors_and_server_lives() {
     assert!(t.is_some());
     let e = error_of(&mut c, &[b"RESV.RELEASE", b"b", b"other"]);
     assert!(
-        e.starts_with("NOTHELD lost to \\x00\\xff\\x0d\\x0a holder"),
+        e.starts_with("NOTHELD the reservation is held by \\x00\\xff\\x0d\\x0a holder"),
         "{e}"
     );
     let t: Option<i64> = redis::cmd("RESV.LOCK")
@@ -544,5 +552,158 @@ fn waiter_granted_as_its_timeout_passes_gets_its_reply() {
         .expect("the waiter was granted: the lock was released while it waited");
     let (holder, _, t, waiters) = info(&mut c, "k").expect("b holds k");
     assert_eq!((holder.as_str(), t, waiters), ("b", token, 0));
+    assert_alive(&s, &mut c);
+}
+
+/// The fenced write of the README ("Guarding a write with the fencing token"), verbatim: the
+/// check first, so that its error aborts the script before the write.
+const FENCED_SET: &str = "\
+redis.call('RESV.CHECK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('SET', KEYS[2], ARGV[3])";
+
+/// The same as a function (README): `FUNCTION LOAD` once, then `FCALL fenced_set`.
+const FENCING_LIBRARY: &str = "#!lua name=fencing
+redis.register_function('fenced_set', function(keys, args)
+  redis.call('RESV.CHECK', keys[1], args[1], args[2])
+  return redis.call('SET', keys[2], args[3])
+end)";
+
+/// `{app}:data`, or nil.
+fn data(c: &mut Connection) -> Option<String> {
+    redis::cmd("GET").arg("{app}:data").query(c).unwrap()
+}
+
+/// Sends `MULTI`, `RESV.CHECK {app}:lock holder token`, `SET {app}:data value`, `EXEC` as the
+/// README once advised, and answers EXEC's replies.
+fn multi_check_then_set(c: &mut Connection, holder: &str, token: i64, value: &str) -> Vec<Value> {
+    let mut packed = Vec::new();
+    redis::cmd("MULTI").write_packed_command(&mut packed);
+    redis::cmd("RESV.CHECK")
+        .arg("{app}:lock")
+        .arg(holder)
+        .arg(token)
+        .write_packed_command(&mut packed);
+    redis::cmd("SET")
+        .arg("{app}:data")
+        .arg(value)
+        .write_packed_command(&mut packed);
+    redis::cmd("EXEC").write_packed_command(&mut packed);
+    let mut replies = c.req_packed_commands(&packed, 0, 4).unwrap();
+    assert_eq!(
+        &replies[..3],
+        &[
+            Value::Okay,
+            Value::SimpleString("QUEUED".into()),
+            Value::SimpleString("QUEUED".into())
+        ]
+    );
+    match replies.pop().unwrap() {
+        Value::Array(exec) => exec,
+        v => panic!("EXEC answered {v:?}"),
+    }
+}
+
+/// The code and the message of an error reply ("NOTHELD", "the reservation is held by b …").
+fn code_and_detail(r: redis::RedisResult<Value>) -> (String, String) {
+    let e = r.expect_err("the guard refuses");
+    (
+        e.code().unwrap_or("?").to_string(),
+        e.detail().unwrap_or("").to_string(),
+    )
+}
+
+/// A worker paused past its lease must not be able to write. `MULTI`/`EXEC` around
+/// `RESV.CHECK` does not stop it (an error inside a transaction does not abort the later
+/// commands: the README warns against it, and this shows the warning is true); a script or a
+/// function that calls `RESV.CHECK` first does: its error aborts the script before the write.
+#[test]
+fn fenced_write_refuses_a_lapsed_holder_in_a_script_or_function_but_not_in_multi() {
+    let s = Server::start();
+    let mut c = s.conn();
+    // a's lease lapses while it is "paused"; b is handed the lock.
+    let old = lock(&mut c, "{app}:lock", "a", 200).unwrap();
+    let new = lock_block(&mut c, "{app}:lock", "b", 60_000, 10_000).expect("b after a lapses");
+    assert!(new > old);
+    let _: () = redis::cmd("SET")
+        .arg("{app}:data")
+        .arg("by-b")
+        .query(&mut c)
+        .unwrap();
+
+    // MULTI: the check fails, and the stale write is stored all the same.
+    let exec = multi_check_then_set(&mut c, "a", old, "stale-multi");
+    assert_eq!(exec.len(), 2, "{exec:?}");
+    assert!(
+        matches!(&exec[0], Value::ServerError(e) if e.code() == "NOTHELD"),
+        "{exec:?}"
+    );
+    assert_eq!(exec[1], Value::Okay, "{exec:?}");
+    assert_eq!(data(&mut c).as_deref(), Some("stale-multi"));
+    let _: () = redis::cmd("SET")
+        .arg("{app}:data")
+        .arg("by-b")
+        .query(&mut c)
+        .unwrap();
+
+    // EVAL: refused for the lapsed holder (NOTHELD) and for an old token of the current holder
+    // (STALE); the data is untouched. The current holder's write goes through.
+    let eval = |c: &mut Connection, holder: &str, token: i64, value: &str| {
+        redis::cmd("EVAL")
+            .arg(FENCED_SET)
+            .arg(2)
+            .arg("{app}:lock")
+            .arg("{app}:data")
+            .arg(holder)
+            .arg(token)
+            .arg(value)
+            .query::<Value>(c)
+    };
+    let (code, detail) = code_and_detail(eval(&mut c, "a", old, "stale-eval"));
+    assert_eq!(code, "NOTHELD", "{detail}");
+    assert!(
+        detail.starts_with("the reservation is held by b"),
+        "{detail}"
+    );
+    let (code, detail) = code_and_detail(eval(&mut c, "b", old, "stale-eval"));
+    assert_eq!(code, "STALE", "{detail}");
+    assert_eq!(data(&mut c).as_deref(), Some("by-b"), "no stale write");
+    assert_eq!(eval(&mut c, "b", new, "eval-by-b").unwrap(), Value::Okay);
+    assert_eq!(data(&mut c).as_deref(), Some("eval-by-b"));
+
+    // FUNCTION LOAD + FCALL: the same.
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(FENCING_LIBRARY)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(name, "fencing");
+    let fcall = |c: &mut Connection, holder: &str, token: i64, value: &str| {
+        redis::cmd("FCALL")
+            .arg("fenced_set")
+            .arg(2)
+            .arg("{app}:lock")
+            .arg("{app}:data")
+            .arg(holder)
+            .arg(token)
+            .arg(value)
+            .query::<Value>(c)
+    };
+    let (code, detail) = code_and_detail(fcall(&mut c, "a", old, "stale-fcall"));
+    assert_eq!(code, "NOTHELD", "{detail}");
+    assert!(
+        detail.starts_with("the reservation is held by b"),
+        "{detail}"
+    );
+    let (code, detail) = code_and_detail(fcall(&mut c, "b", old, "stale-fcall"));
+    assert_eq!(code, "STALE", "{detail}");
+    assert_eq!(data(&mut c).as_deref(), Some("eval-by-b"), "no stale write");
+    assert_eq!(fcall(&mut c, "b", new, "fcall-by-b").unwrap(), Value::Okay);
+    assert_eq!(data(&mut c).as_deref(), Some("fcall-by-b"));
+
+    // Once b's lease is gone too, nobody's old token writes.
+    assert_eq!(int(&mut c, &["RESV.RELEASE", "{app}:lock", "b"]), 1);
+    let (code, _) = code_and_detail(fcall(&mut c, "b", new, "after-release"));
+    assert_eq!(code, "NOTHELD");
+    assert_eq!(data(&mut c).as_deref(), Some("fcall-by-b"));
     assert_alive(&s, &mut c);
 }

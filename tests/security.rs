@@ -4,9 +4,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::client::{error_of, fields, int, value};
+use common::client::{error_of, field, fields, info_int, int, value};
 use common::{wait_until, Server, ServerOptions};
 use redis::{Connection, Value};
 
@@ -266,8 +266,11 @@ fn apply_replayed_by_a_client_is_refused_and_changes_nothing() {
 
     let _: () = redis::cmd("FUNCTION").arg("FLUSH").query(&mut c).unwrap();
     assert_eq!(db_digest(&mut c), before, "nothing changed");
-    assert_eq!(value(&mut c, &["RESV.INFO", "k"]), Value::Nil);
-    assert_eq!(int(&mut c, &["EXISTS", "fresh"]), 0);
+    assert_eq!(
+        int(&mut c, &["EXISTS", "k", "fresh"]),
+        0,
+        "no lock anywhere"
+    );
     // The lock is free for the next holder, with a larger token.
     assert!(int(&mut c, &["RESV.LOCK", "k", "next", "60000"]) > token);
 
@@ -365,7 +368,10 @@ fn noeviction_refuses_growth_with_oom_and_applies_nothing() {
         "nothing half-applied"
     );
     // Commands that shrink or only read still work.
-    assert_eq!(value(&mut c, &["RESV.INFO", "lock"]), Value::Nil);
+    assert_eq!(
+        field(&value(&mut c, &["RESV.INFO", "lock"]), "holder"),
+        Value::Nil
+    );
 }
 
 #[test]
@@ -376,37 +382,62 @@ fn evicted_keys_release_their_waiters() {
             .config("maxmemory-policy", "allkeys-random"),
     );
     let mut c = s.conn();
-    let _: Value = value(&mut c, &["RESV.LOCK", "lock", "a", "600000"]);
+    let old = int(&mut c, &["RESV.LOCK", "lock", "a", "600000"]);
     let mut w = s.conn();
     let waiter = thread::spawn(move || {
-        value(
+        let reply = value(
             &mut w,
             &["RESV.LOCK", "lock", "b", "600000", "BLOCK", "30000"],
-        )
+        );
+        (reply, Instant::now())
     });
     wait_until(Duration::from_secs(10), "queued", || {
         s.info_field("corral", "corral_resv_waiting").as_deref() == Some("1")
     });
     // Push memory over the limit until Redis evicts the lock key (random eviction: keep going).
     let blob = vec![b'x'; 32 * 1024];
+    let give_up = Instant::now() + Duration::from_secs(60);
     let mut i = 0;
-    while !waiter.is_finished() {
-        let _: redis::RedisResult<()> = redis::cmd("SET")
+    let evicted_at = loop {
+        let set: Value = redis::cmd("SET")
             .arg(format!("fill{i}"))
             .arg(&blob)
-            .query(&mut c);
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("SET fill{i} (allkeys-random makes room): {e}"));
+        assert_eq!(set, Value::Okay);
         i += 1;
-        assert!(i < 100_000, "the lock key was never evicted");
+        // Evicted: the key is gone, or already handed to b.
+        let holder = match value(&mut c, &["RESV.INFO", "lock"]) {
+            Value::Nil => None,
+            v => Some(field(&v, "holder")),
+        };
+        if holder != Some(Value::BulkString(b"a".to_vec())) {
+            eprintln!("the lock key was evicted after {i} SETs");
+            break Instant::now();
+        }
+        assert!(
+            i < 100_000 && Instant::now() < give_up,
+            "the lock key was never evicted ({i} keys written)"
+        );
+    };
+    // The waiter is answered at once, granted the lock on the evicted key with a new token —
+    // not left waiting until its 30 s timeout (which would answer nil).
+    wait_until(Duration::from_secs(5), "the waiter answered", || {
+        waiter.is_finished()
+    });
+    let (reply, answered_at) = waiter.join().unwrap();
+    match reply {
+        Value::Int(t) => assert!(t > old, "token {t} after {old}"),
+        r => panic!("the waiter was not granted: {r:?}"),
     }
-    // The waiter was answered (granted the lock on the evicted key, or nil if its own new key
-    // was evicted too) — not left hanging until its 30 s timeout.
-    let r = waiter.join().unwrap();
-    assert!(matches!(r, Value::Int(_) | Value::Nil), "{r:?}");
+    let late = answered_at.saturating_duration_since(evicted_at);
     assert!(
-        s.info_field("stats", "evicted_keys")
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            > 0
+        late < Duration::from_secs(5),
+        "answered {late:?} after the eviction"
+    );
+    assert!(info_int(&s, "stats", "evicted_keys") > 0);
+    assert!(
+        info_int(&s, "corral", "corral_resv_lapses") >= 1,
+        "the evicted lease counts as lapsed"
     );
 }

@@ -39,14 +39,21 @@ fn holder(c: &mut Connection, key: &str, slot: i64) -> Option<Holder> {
         .unwrap()
 }
 
-/// SLOT.INFO as a map of its integer fields; None when the key does not exist.
+/// SLOT.INFO as a map of its integer fields; None when the key does not exist (a missing
+/// key answers the map of an empty pool: nothing held, `highest` -1).
 fn info(c: &mut Connection, key: &str) -> Option<HashMap<String, i64>> {
     let v: Value = redis::cmd("SLOT.INFO").arg(key).query(c).unwrap();
-    int_fields(v)
+    let i = int_fields(v).expect("SLOT.INFO answers a map");
+    if i["highest"] == -1 {
+        assert_eq!((i["held"], i["leased"]), (0, 0), "{i:?}");
+        return None;
+    }
+    Some(i)
 }
 
 fn waiters(c: &mut Connection, key: &str) -> i64 {
-    info(c, key).map_or(0, |i| i["waiters"])
+    let v: Value = redis::cmd("SLOT.INFO").arg(key).query(c).unwrap();
+    int_fields(v).expect("a map")["waiters"]
 }
 
 #[test]
@@ -64,11 +71,11 @@ fn callosum_sequence() {
     assert_eq!(int(&mut c, &["SLOT.PUT", "k", "1"]), 1);
     assert_eq!(
         error_of(&mut c, &[b"SLOT.PUT", b"k", b"1"]),
-        "NOTHELD slot 1 is not held"
+        "NOTHELD slot 1 is not held (lapsed, put back or never taken)"
     );
     assert_eq!(
         error_of(&mut c, &[b"SLOT.PUT", b"k", b"99"]),
-        "NOTHELD slot 99 is not held"
+        "NOTHELD slot 99 is not held (lapsed, put back or never taken)"
     );
     assert_eq!(slot_get(&mut c, "k", &[]), Some(1));
     assert_eq!(slot_get(&mut c, "k", &[]), Some(4));
@@ -284,7 +291,7 @@ fn holders_renew_and_tokens() {
     assert!(e.starts_with("ERR slot 1 has no TTL"), "{e}");
     assert_eq!(
         error_of(&mut c, &[b"SLOT.RENEW", b"k", b"7", b"1000"]),
-        "NOTHELD slot 7 is not held"
+        "NOTHELD slot 7 is not held (lapsed, put back or never taken)"
     );
     // An anonymous leased slot: token kept, renewable without HOLDER.
     let (slot, t3) = get_token(&mut c, "k", &["TTL", "10000"]).unwrap();

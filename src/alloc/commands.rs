@@ -17,6 +17,7 @@ pub const COMMANDS: &[CommandDef] = &[
     command::<HasJobsCmd>(),
     command::<InstanceCmd>(),
     command::<DrainCmd>(),
+    command::<InfoCmd>(),
 ];
 
 fn bool_int(b: bool) -> Reply {
@@ -176,7 +177,7 @@ impl Command for JobsCmd {
     const ARGS: &'static [Arg] = &[Arg::Str("instance")];
 
     fn run(ctx: Ctx, key: RStr, mut a: Args) -> CmdResult {
-        let instance = a.bytes()?;
+        let instance = a.id("instance")?;
         a.finish()?;
         txn::read::<Alloc, _>(ctx, key, |s, _| {
             Reply::Array(
@@ -200,7 +201,7 @@ impl Command for HasJobsCmd {
     const ARGS: &'static [Arg] = &[Arg::Str("instance")];
 
     fn run(ctx: Ctx, key: RStr, mut a: Args) -> CmdResult {
-        let instance = a.bytes()?;
+        let instance = a.id("instance")?;
         a.finish()?;
         txn::read::<Alloc, _>(ctx, key, |s, _| {
             bool_int(s.is_some_and(|s| s.has_jobs(instance)))
@@ -219,7 +220,7 @@ impl Command for InstanceCmd {
     const ARGS: &'static [Arg] = &[Arg::Str("job")];
 
     fn run(ctx: Ctx, key: RStr, mut a: Args) -> CmdResult {
-        let job = a.bytes()?;
+        let job = a.id("job")?;
         a.finish()?;
         txn::read::<Alloc, _>(ctx, key, |s, _| {
             s.and_then(|s| s.instance_of(job))
@@ -232,7 +233,8 @@ pub struct DrainCmd;
 
 impl Command for DrainCmd {
     const NAME: &'static str = "ALLOC.DRAIN";
-    const FLAGS: &'static str = "write";
+    // It changes nothing: it runs on replicas too, where replicated changes end the wait.
+    const FLAGS: &'static str = "readonly blocking";
     const ARITY: i32 = -3;
     const SUMMARY: &'static str =
         "1 once instance has no jobs allocated (waiting up to BLOCK ms), nil if it still has some";
@@ -248,6 +250,33 @@ impl Command for DrainCmd {
         let drain = Drain {
             instance: Arc::from(instance),
         };
-        txn::acquire::<Alloc>(ctx, key, drain, block)
+        txn::wait::<Alloc>(ctx, key, drain, block)
+    }
+}
+
+pub struct InfoCmd;
+
+impl Command for InfoCmd {
+    const NAME: &'static str = "ALLOC.INFO";
+    const FLAGS: &'static str = "readonly fast";
+    const ARITY: i32 = 2;
+    const SUMMARY: &'static str = "Describes the allocator: instances (known), available, heartbeats (instances with a TTL), allocations, waiters (blocked DRAINs); zeros for a missing key";
+    const COMPLEXITY: &'static str = "O(1)";
+    const ARGS: &'static [Arg] = &[];
+    const SINCE: &'static str = "0.2.0";
+
+    fn run(ctx: Ctx, key: RStr, a: Args) -> CmdResult {
+        a.finish()?;
+        let waiters = txn::waiters(ctx, key) as i64;
+        txn::read::<Alloc, _>(ctx, key, |s, now| {
+            let count = |f: fn(&Alloc, u64) -> usize| s.map_or(0, |s| f(s, now) as i64);
+            Reply::Map(vec![
+                ("instances", Reply::Int(count(|s, _| s.instance_count()))),
+                ("available", Reply::Int(count(Alloc::available_at))),
+                ("heartbeats", Reply::Int(count(Alloc::heartbeats_at))),
+                ("allocations", Reply::Int(count(|s, _| s.job_count()))),
+                ("waiters", Reply::Int(waiters)),
+            ])
+        })
     }
 }

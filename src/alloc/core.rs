@@ -67,12 +67,19 @@ pub enum AllocEffect {
     Deallocate {
         job: Id,
     },
+    /// AVAILABLE again for an instance that is available: its heartbeat is renewed (`deadline`)
+    /// or made permanent (None). Last, so that the variants before keep their encoding.
+    Renew {
+        instance: Id,
+        deadline: Option<u64>,
+    },
 }
 
 impl Effect for AllocEffect {
     fn event(&self) -> Event {
         match self {
             AllocEffect::Available { .. } => Event::Grant,
+            AllocEffect::Renew { .. } => Event::Renew,
             AllocEffect::Unavailable { .. } | AllocEffect::Remove { .. } => Event::Release,
             AllocEffect::Lapse { .. } => Event::Lapse,
             AllocEffect::Allocate { .. } | AllocEffect::Deallocate { .. } => Event::Other,
@@ -150,6 +157,17 @@ impl Alloc {
         self.available.len()
     }
 
+    /// Available instances at `now`: a heartbeat past its deadline reads as lapsed (only
+    /// available instances have heartbeats; past-due ones are few, the timer lapses them).
+    pub fn available_at(&self, now: u64) -> usize {
+        self.available.len() - self.heartbeats.due(now).count()
+    }
+
+    /// Live heartbeat leases at `now`.
+    pub fn heartbeats_at(&self, now: u64) -> usize {
+        self.heartbeats.len() - self.heartbeats.due(now).count()
+    }
+
     pub fn instance_count(&self) -> usize {
         self.instances.len()
     }
@@ -161,14 +179,14 @@ impl Alloc {
         }
     }
 
-    /// AVAILABLE: whether anything changes (1/0), and the effect that records it.
+    /// AVAILABLE: whether the instance becomes available (1/0), and the effect that records
+    /// it — for an instance that already is, a renewal of its heartbeat (`alloc.renew`).
     pub fn make_available(&self, instance: &[u8], deadline: Option<u64>) -> (bool, AllocEffect) {
-        let changed = self.is_available(instance) != Some(true);
-        let effect = AllocEffect::Available {
-            instance: self.shared(instance),
-            deadline,
-        };
-        (changed, effect)
+        let instance = self.shared(instance);
+        if self.is_available(&instance) == Some(true) {
+            return (false, AllocEffect::Renew { instance, deadline });
+        }
+        (true, AllocEffect::Available { instance, deadline })
     }
 
     /// UNAVAILABLE without REMOVE.
@@ -279,6 +297,19 @@ impl Primitive for Alloc {
         match effect {
             AllocEffect::Available { instance, deadline } => {
                 self.push_instance(instance, true);
+                match deadline {
+                    Some(at) => {
+                        self.heartbeats.insert(instance.clone(), *at, ());
+                    }
+                    None => {
+                        self.heartbeats.remove(&**instance);
+                    }
+                }
+            }
+            AllocEffect::Renew { instance, deadline } => {
+                if self.is_available(instance) != Some(true) {
+                    return Err("renew of an instance that is not available");
+                }
                 match deadline {
                     Some(at) => {
                         self.heartbeats.insert(instance.clone(), *at, ());

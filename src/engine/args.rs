@@ -79,6 +79,11 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// A fencing token: tokens are integers from 1 to 2^63-1 in every family.
+    pub fn token(&mut self) -> Result<u64, Error> {
+        self.uint("token", 1, i64::MAX as u64)
+    }
+
     /// A non-negative integer named `what` in `min..=max`.
     pub fn uint(&mut self, what: &str, min: u64, max: u64) -> Result<u64, Error> {
         let b = self.bytes()?;

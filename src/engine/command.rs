@@ -130,6 +130,25 @@ pub fn create_acl_category(ctx: Ctx) {
     HAS_CATEGORY.store(ffi::add_acl_category(ctx, ACL_CATEGORY), Ordering::Relaxed);
 }
 
+/// A public command's ACL categories: `corral`, and the built-in ones its flags imply for Redis's
+/// own commands (`write`, `read`, `fast` or `slow`, `blocking`) — which Redis does not give
+/// module commands by itself, so `+@read` would otherwise grant none of corral's.
+fn acl_categories(flags: &str) -> String {
+    let mut out = vec![ACL_CATEGORY.to_str().unwrap_or("corral")];
+    let has = |f: &str| flags.split(' ').any(|x| x == f);
+    for (flag, category) in [
+        ("write", "write"),
+        ("readonly", "read"),
+        ("blocking", "blocking"),
+    ] {
+        if has(flag) {
+            out.push(category);
+        }
+    }
+    out.push(if has("fast") { "fast" } else { "slow" });
+    out.join(" ")
+}
+
 /// Registers commands and their documentation. Called once from `RedisModule_OnLoad`.
 pub fn register(ctx: Ctx, table: &[CommandDef]) -> Result<(), String> {
     for def in table {
@@ -149,11 +168,11 @@ pub fn register(ctx: Ctx, table: &[CommandDef]) -> Result<(), String> {
         let Some(cmd) = ffi::get_command(ctx, &name) else {
             return Err(format!("{} is not registered", def.name));
         };
-        if !def.internal
-            && HAS_CATEGORY.load(Ordering::Relaxed)
-            && !ffi::set_acl_categories(cmd, ACL_CATEGORY)
-        {
-            return Err(format!("could not put {} in @corral", def.name));
+        if !def.internal && HAS_CATEGORY.load(Ordering::Relaxed) {
+            let categories = CString::new(acl_categories(def.flags)).unwrap_or_default();
+            if !ffi::set_acl_categories(cmd, &categories) {
+                return Err(format!("could not put {} in @corral", def.name));
+            }
         }
         if let Err(e) = document(cmd, def) {
             ffi::log(
@@ -309,4 +328,17 @@ fn arg(
     a.token = token.map_or(std::ptr::null(), |t| strings.add(t));
     a.flags = flags;
     a
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn acl_categories_follow_the_flags() {
+        use super::acl_categories;
+        assert_eq!(
+            acl_categories("write deny-oom blocking"),
+            "corral write blocking slow"
+        );
+        assert_eq!(acl_categories("readonly fast"), "corral read fast");
+    }
 }

@@ -235,6 +235,9 @@ mod tests {
             Some(&*dotted("job", "release"))
         );
         assert_eq!(name(Event::Other, Family::Alloc), None);
-        assert_eq!(name(Event::Custom(c"job.fail"), Family::Job), Some("job.fail"));
+        assert_eq!(
+            name(Event::Custom(c"job.fail"), Family::Job),
+            Some("job.fail")
+        );
     }
 }

@@ -179,9 +179,7 @@ impl<F: Primitive> Txn<F> {
 
     /// Replicates, stores, sets the PTTL, and schedules the next deadline.
     pub fn commit(mut self) {
-        if self.flags.is_primary() {
-            waiters::serve(&mut self);
-        }
+        waiters::serve(&mut self);
         if let Some(payload) = self.log.payload() {
             self.ctx.replicate(APPLY_COMMAND, self.name, payload);
         }
@@ -189,7 +187,9 @@ impl<F: Primitive> Txn<F> {
     }
 
     /// As `commit`, for effects that arrived replicated: they are propagated verbatim instead.
-    fn commit_replicated(self) {
+    /// Waits that change nothing (`wait`), the only ones a replica has, are served here.
+    fn commit_replicated(mut self) {
+        waiters::serve(&mut self);
         ffi::replicate_verbatim(self.ctx);
         self.store();
     }
@@ -336,6 +336,40 @@ pub fn acquire<F: Primitive>(
             Ok(parked)
         }
         _ => Ok(Reply::Nil),
+    }
+}
+
+/// A wait that changes nothing (`ALLOC.DRAIN`): answered at once when the family grants
+/// `request` with no effects (behind anyone already waiting in its lane), else the client waits
+/// in the key's FIFO queue for `block` ms (0 = forever), or gets nil. Unlike `acquire` it runs
+/// on replicas too, where the changes replicated from the primary serve it.
+pub fn wait<F: Primitive>(
+    ctx: Ctx,
+    name: RStr,
+    request: F::Request,
+    block: Option<u64>,
+) -> CmdResult {
+    let flags = ctx.flags();
+    let k = key_bytes(ctx.selected_db(), name.bytes());
+    let queued = state::with(|e| e.queues.lane_waiting(&k, F::lane(&request)));
+    let (decided, absent) = read::<F, _>(ctx, name, |s, now| {
+        let empty = F::default();
+        let state = s.unwrap_or(&empty);
+        (decide(state, &request, now, queued, 0), s.is_none())
+    })?;
+    match decided {
+        Some((effects, reply)) if effects.is_empty() => Ok(reply),
+        Some(_) => Err(internal("a wait decided effects")),
+        None => match block {
+            Some(ms) if flags.can_block() => {
+                let parked = waiters::park::<F>(ctx, &k, request, ms);
+                if absent && flags.is_cluster() {
+                    scheduler::recheck_later(ctx, KeyRef::from(&k[..]));
+                }
+                Ok(parked)
+            }
+            _ => Ok(Reply::Nil),
+        },
     }
 }
 

@@ -167,6 +167,7 @@ pub fn serve<F: Primitive>(txn: &mut Txn<F>) {
         return;
     }
     let key = txn.keyref().to_owned();
+    let primary = txn.flags().is_primary();
     let mut lane = 0;
     loop {
         let now = txn.now();
@@ -177,8 +178,10 @@ pub fn serve<F: Primitive>(txn: &mut Txn<F>) {
                 return Some(Next::Mismatch(id));
             };
             let token = e.mint.peek(now, txn.state().last_token());
-            // The head of its lane: nobody is ahead of it.
+            // The head of its lane: nobody is ahead of it. A replica grants nothing that
+            // changes state (only the primary decides): only `txn::wait`s are served there.
             Some(match decide(txn.state(), req, now, false, token) {
+                Some((effects, _)) if !primary && !effects.is_empty() => Next::LaneWaits(id.0),
                 Some((effects, reply)) => Next::Grant(id, effects, reply),
                 None => Next::LaneWaits(id.0),
             })

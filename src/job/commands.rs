@@ -157,7 +157,7 @@ pub struct PullCmd;
 
 impl Command for PullCmd {
     const NAME: &'static str = "JOB.PULL";
-    const FLAGS: &'static str = "write deny-oom";
+    const FLAGS: &'static str = "write deny-oom blocking";
     const ARITY: i32 = -4;
     const SUMMARY: &'static str = "Leases the pending job no one works on with the highest priority (the oldest among equals) to worker for ms milliseconds: [id, request, token], or nil when none (optionally after waiting up to BLOCK ms). A worker that holds a job gets that job again, extended, same token";
     const COMPLEXITY: &'static str = "O(log N) where N is the number of jobs";
@@ -377,7 +377,7 @@ pub struct PullNotifyCmd;
 
 impl Command for PullNotifyCmd {
     const NAME: &'static str = "JOB.PULLNOTIFY";
-    const FLAGS: &'static str = "write deny-oom";
+    const FLAGS: &'static str = "write deny-oom blocking";
     const ARITY: i32 = -4;
     const SUMMARY: &'static str = "Leases the oldest fulfilled job with waiting targets and no notification lease to worker for ms milliseconds: [id, value, [target, ...], token], or nil when none (optionally after waiting up to BLOCK ms)";
     const COMPLEXITY: &'static str =

@@ -15,8 +15,16 @@ pub const COMMANDS: &[CommandDef] = &[
 
 fn refused(r: Refusal) -> Error {
     match r {
-        Refusal::LostTo(h) => Error::msg(format!("NOTHELD lost to {}", args::show(&h))),
-        Refusal::Free => Error::msg("NOTHELD expired"),
+        Refusal::HeldBy(h) => Error::msg(format!(
+            "NOTHELD the reservation is held by {}",
+            args::show(&h)
+        )),
+        Refusal::Free => {
+            Error::msg("NOTHELD the reservation is not held (lapsed, released or never locked)")
+        }
+        Refusal::Stale { given, current } if given > current => Error::msg(format!(
+            "NOTHELD token {given} was never issued (the current lease is {current})"
+        )),
         Refusal::Stale { given, current } => Error::msg(format!(
             "STALE token {given} is not the current lease (current is {current})"
         )),
@@ -27,7 +35,7 @@ pub struct LockCmd;
 
 impl Command for LockCmd {
     const NAME: &'static str = "RESV.LOCK";
-    const FLAGS: &'static str = "write deny-oom";
+    const FLAGS: &'static str = "write deny-oom blocking";
     const ARITY: i32 = -4;
     const SUMMARY: &'static str = "Reserves key for holder for ms milliseconds; returns a fencing token, or nil when held by another (optionally after waiting up to BLOCK ms)";
     const COMPLEXITY: &'static str = "O(1)";
@@ -108,7 +116,7 @@ impl Command for CheckCmd {
 
     fn run(ctx: Ctx, key: RStr, mut a: Args) -> CmdResult {
         let holder = a.id("holder")?;
-        let token = a.uint("token", 0, i64::MAX as u64)?;
+        let token = a.token()?;
         a.finish()?;
         txn::read::<Resv, _>(ctx, key, |r, now| match r {
             None => Err(refused(Refusal::Free)),
@@ -127,21 +135,30 @@ impl Command for InfoCmd {
     const FLAGS: &'static str = "readonly fast";
     const ARITY: i32 = 2;
     const SUMMARY: &'static str =
-        "Describes the reservation: holder, ttl (ms), token, waiters; nil when free";
+        "Describes the reservation: holder, ttl (ms), token (each nil when free), waiters";
     const COMPLEXITY: &'static str = "O(1)";
     const ARGS: &'static [Arg] = &[];
 
     fn run(ctx: Ctx, key: RStr, a: Args) -> CmdResult {
         a.finish()?;
         let waiters = txn::waiters(ctx, key) as i64;
-        txn::read::<Resv, _>(ctx, key, |r, now| match r.and_then(|r| r.held_at(now)) {
-            None => Reply::Nil,
-            Some(h) => Reply::Map(vec![
-                ("holder", Reply::Bulk(h.holder.to_vec())),
-                ("ttl", Reply::Int((h.deadline - now) as i64)),
-                ("token", Reply::Int(h.token as i64)),
+        txn::read::<Resv, _>(ctx, key, |r, now| {
+            let held = r.and_then(|r| r.held_at(now));
+            Reply::Map(vec![
+                (
+                    "holder",
+                    held.map_or(Reply::Nil, |h| Reply::Bulk(h.holder.to_vec())),
+                ),
+                (
+                    "ttl",
+                    held.map_or(Reply::Nil, |h| Reply::Int((h.deadline - now) as i64)),
+                ),
+                (
+                    "token",
+                    held.map_or(Reply::Nil, |h| Reply::Int(h.token as i64)),
+                ),
                 ("waiters", Reply::Int(waiters)),
-            ]),
+            ])
         })
     }
 }

@@ -65,7 +65,7 @@ pub struct Lock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// Held by someone else.
-    LostTo(Holder),
+    HeldBy(Holder),
     /// Nobody holds it (it lapsed, was released, or never existed).
     Free,
     /// Held by this holder, but under another token.
@@ -82,7 +82,7 @@ impl Resv {
     fn held_by(&self, holder: &[u8], now: u64) -> Result<&Held, Refusal> {
         match self.held_at(now) {
             Some(h) if &*h.holder == holder => Ok(h),
-            Some(h) => Err(Refusal::LostTo(h.holder.clone())),
+            Some(h) => Err(Refusal::HeldBy(h.holder.clone())),
             None => Err(Refusal::Free),
         }
     }
@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(r.next_deadline(), Some(1550));
         assert_eq!(
             r.release(b"b", 1100),
-            Err(Refusal::LostTo(Arc::from(&b"a"[..])))
+            Err(Refusal::HeldBy(Arc::from(&b"a"[..])))
         );
         let e = vec![r.release(b"a", 1100).unwrap()];
         run(&mut r, e);
@@ -279,7 +279,7 @@ mod tests {
                 current: 5
             })
         );
-        assert!(matches!(r.check(b"b", 5, 10), Err(Refusal::LostTo(_))));
+        assert!(matches!(r.check(b"b", 5, 10), Err(Refusal::HeldBy(_))));
     }
 
     #[test]

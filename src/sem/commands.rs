@@ -22,14 +22,14 @@ pub const COMMANDS: &[CommandDef] = &[
 const MAX_CAPACITY: u64 = u32::MAX as u64;
 
 fn not_held() -> Error {
-    Error::msg("NOTHELD holder holds no permit (expired, released or never acquired)")
+    Error::msg("NOTHELD the holder holds no permit (lapsed, released or never acquired)")
 }
 
 pub struct AcquireCmd;
 
 impl Command for AcquireCmd {
     const NAME: &'static str = "SEM.ACQUIRE";
-    const FLAGS: &'static str = "write deny-oom";
+    const FLAGS: &'static str = "write deny-oom blocking";
     const ARITY: i32 = -5;
     const SUMMARY: &'static str = "Acquires PERMITS n (default 1) of capacity permits for holder for ms milliseconds, or extends the holder's permit; returns a fencing token, or nil when too few are free (optionally after waiting up to BLOCK ms)";
     const COMPLEXITY: &'static str = "O(log N) where N is the number of holders";

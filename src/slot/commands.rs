@@ -16,7 +16,9 @@ pub const COMMANDS: &[CommandDef] = &[
 
 fn refused(slot: u64, r: Refusal) -> Error {
     Error::msg(match r {
-        Refusal::Free => format!("NOTHELD slot {slot} is not held"),
+        Refusal::Free => {
+            format!("NOTHELD slot {slot} is not held (lapsed, put back or never taken)")
+        }
         Refusal::HeldBy(h) => format!("NOTHELD slot {slot} is held by {}", args::show(&h)),
         Refusal::Anonymous => format!("NOTHELD slot {slot} is held without HOLDER"),
         Refusal::NoLease => format!("ERR slot {slot} has no TTL to renew (taken without TTL)"),
@@ -40,7 +42,7 @@ pub struct GetCmd;
 
 impl Command for GetCmd {
     const NAME: &'static str = "SLOT.GET";
-    const FLAGS: &'static str = "write deny-oom";
+    const FLAGS: &'static str = "write deny-oom blocking";
     const ARITY: i32 = -2;
     const SUMMARY: &'static str = "Takes the lowest free slot (from 0); nil when a LIMIT pool is full (optionally after waiting up to BLOCK ms). TTL makes it a lease; WITHTOKEN also answers the fencing token";
     const COMPLEXITY: &'static str = "O(log n) for n held slots";
@@ -173,21 +175,28 @@ impl Command for InfoCmd {
     const NAME: &'static str = "SLOT.INFO";
     const FLAGS: &'static str = "readonly fast";
     const ARITY: i32 = 2;
-    const SUMMARY: &'static str = "Describes the pool: held, highest (slot ever issued), leased, waiters; nil when no slot is held";
+    const SUMMARY: &'static str = "Describes the pool: held, highest (slot ever issued, -1 if none), leased, waiters; zeros for a missing key";
     const COMPLEXITY: &'static str = "O(1)";
     const ARGS: &'static [Arg] = &[];
 
     fn run(ctx: Ctx, key: RStr, a: Args) -> CmdResult {
         a.finish()?;
         let waiters = txn::waiters(ctx, key) as i64;
-        txn::read::<Pool, _>(ctx, key, |p, now| match p {
-            None => Reply::Nil,
-            Some(p) => Reply::Map(vec![
-                ("held", Reply::Int(p.held_at(now) as i64)),
-                ("highest", Reply::Int(p.highest() as i64)),
-                ("leased", Reply::Int(p.leased_at(now) as i64)),
+        txn::read::<Pool, _>(ctx, key, |p, now| {
+            let (held, highest, leased) = match p {
+                None => (0, -1, 0),
+                Some(p) => (
+                    p.held_at(now) as i64,
+                    p.highest() as i64,
+                    p.leased_at(now) as i64,
+                ),
+            };
+            Reply::Map(vec![
+                ("held", Reply::Int(held)),
+                ("highest", Reply::Int(highest)),
+                ("leased", Reply::Int(leased)),
                 ("waiters", Reply::Int(waiters)),
-            ]),
+            ])
         })
     }
 }

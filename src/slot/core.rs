@@ -504,6 +504,12 @@ impl Primitive for Pool {
         }]
     }
 
+    /// One allocation per record (a slot with HOLDER or TTL, and its holder index entry); the
+    /// bitmap is a few large allocations, freed at once like a big string.
+    fn free_effort(&self) -> usize {
+        self.s.leases.len() + self.s.owned.len() + self.by_holder.len() + 1
+    }
+
     fn mem_usage(&self) -> usize {
         self.mem_sampled(MEM_SAMPLE)
     }

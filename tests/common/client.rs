@@ -2,7 +2,7 @@
 //! its map-like reply, `DEBUG DIGEST-VALUE`, INFO fields, a waited-for AOF rewrite, raw RESP
 //! sockets and key-event notifications.
 //!
-//! Only std and the `redis` crate: this file is also compiled into `scripts/bench.rs`.
+//! Only std and the `redis` crate: this file is also compiled into `scripts/benchmark/`.
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! of pre-encoded commands (encoded once, before timing, so the client's own cost stays small
 //! and equal for corral and its baselines), thousands of sockets (one fd and a small buffer
 //! each), and replies read while a writer thread is still sending. Shared by the integration
-//! tests and the benchmark (`scripts/bench.rs`).
+//! tests and the benchmark (`scripts/benchmark/`).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -9,7 +9,9 @@
 //   the heartbeat (GET + EXPIRE) → RESV.RENEW key holder ttl  every heartbeat_interval
 //   release() (an unconditional DEL) → RESV.RELEASE key holder → 1 | -NOTHELD (the lock was lost;
 //                                      someone else's lock is never deleted)
-// new: every lock carries a fencing token; RESV.CHECK key holder token guards a write with it.
+// new: every lock carries a fencing token; RESV.CHECK key holder token guards a write with it,
+//      inside a script that checks first (fencedSet below: its error aborts it before the write;
+//      MULTI/EXEC would not, an error there does not stop the write after it).
 //
 // Run: REDIS_URL=redis://127.0.0.1:6379 node reservation.mjs
 import assert from 'node:assert/strict';
@@ -19,11 +21,23 @@ import Redis from 'ioredis';
 setTimeout(() => { console.error('timeout'); process.exit(1); }, 20000).unref();
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
+// A write guarded by the fencing token (README, "Guarding a write with the fencing token"):
+// redis.call raises on RESV.CHECK's -NOTHELD / -STALE, which aborts the script before the SET.
+const FENCED_SET = `
+redis.call('RESV.CHECK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('SET', KEYS[2], ARGV[3])`;
+
 // The library's API on top of corral.
 class Reservation {
   constructor(by, url, heartbeatInterval, lockTtl) {
     Object.assign(this, { by, heartbeatInterval, lockTtl, redis: new Redis(url) });
     this.holder = `${os.hostname()}-${by}-${process.pid}`;
+    this.redis.defineCommand('fencedSet', { numberOfKeys: 2, lua: FENCED_SET });
+  }
+  // Writes `value` to `dataKey` only while this worker still holds the lock under its token.
+  // In Redis Cluster both keys must hash to one slot: `{<lock key>}:…` does.
+  write(dataKey, value) {
+    return this.redis.fencedSet(this.key, dataKey, this.holder, this.token, value);
   }
   async lock(resource, ...block) {
     const key = `reservation-${resource}`;
@@ -46,11 +60,12 @@ class Reservation {
 
 const job_name = 'report-job';
 const key = `reservation-${job_name}`;
+const result = `{${key}}:result`; // the guarded data: same hash slot as the lock key
 const admin = new Redis(url);
-await admin.del(key);
-const info = async () => { // RESV.INFO is a map: [k, v, k, v, …] over RESP2; nil when free
+await admin.del(key, result);
+const info = async () => { // RESV.INFO is a map: [k, v, k, v, …] over RESP2; holder null when free
   const flat = await admin.call('RESV.INFO', key);
-  return flat && Object.fromEntries(flat.flatMap((v, i) => (i % 2 ? [] : [[v, flat[i + 1]]])));
+  return Object.fromEntries(flat.flatMap((v, i) => (i % 2 ? [] : [[v, flat[i + 1]]])));
 };
 
 // heartbeat every 250 ms, reservation lasts 1 s unless renewed
@@ -82,7 +97,7 @@ console.log(`worker-1 released; worker-2 got it at once (token ${worker2.token})
 
 // Fencing: worker-1's old token no longer guards anything.
 await assert.rejects(admin.call('RESV.CHECK', key, worker1.holder, worker1.token),
-  { message: `NOTHELD lost to ${worker2.holder}` });
+  { message: `NOTHELD the reservation is held by ${worker2.holder}` });
 assert.equal(await admin.call('RESV.CHECK', key, worker2.holder, worker2.token), 1);
 
 // worker-2 "crashes": no heartbeat, no release. worker-3 waits and is granted the moment
@@ -92,12 +107,23 @@ assert.equal(await worker3.wait_until_lock(job_name), key);
 assert.ok(worker3.token > worker2.token);
 console.log(`worker-2 stopped heart-beating; worker-3 got the lock when it lapsed (token ${worker3.token})`);
 
+// worker-2 was only paused: it wakes up and writes its result, guarded by its old token.
+// Refused, and nothing is written; worker-3, the holder, writes.
+await assert.rejects(worker2.write(result, 'report by worker-2'), (err) => {
+  console.log(`worker-2's guarded write: ${err.message}`);
+  return err.message.startsWith(`NOTHELD the reservation is held by ${worker3.holder}`);
+});
+assert.equal(await admin.get(result), null);
+assert.equal(await worker3.write(result, 'report by worker-3'), 'OK');
+assert.equal(await admin.get(result), 'report by worker-3');
+console.log("worker-3's guarded write went through");
+
 // worker-2 comes back and releases: corral tells it the reservation was lost.
 await assert.rejects(worker2.release(), (err) => {
   console.log(`worker-2 release: ${err.message} (Could not release lock, maybe the reservation was already lost?)`);
-  return err.message === `NOTHELD lost to ${worker3.holder}`;
+  return err.message === `NOTHELD the reservation is held by ${worker3.holder}`;
 });
 
 assert.equal(await worker3.release(), 1);
-assert.equal(await info(), null);
+assert.equal((await info()).holder, null);
 await Promise.all([admin, worker1, worker2, worker3].map((w) => (w.redis ?? w).quit()));

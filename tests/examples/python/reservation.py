@@ -6,7 +6,9 @@ lets it expire when the worker dies:
     reservation.wait_until_lock(resource)  ->  RESV.LOCK resource worker ttl BLOCK 0  (no polling)
     heartbeat every heartbeat_interval     ->  RESV.RENEW resource worker ttl
     reservation.release()                  ->  RESV.RELEASE resource worker  (-NOTHELD: lost)
-Every grant returns a fencing token; RESV.CHECK guards a write with it.
+Every grant returns a fencing token; RESV.CHECK guards a write with it, inside a script that
+checks first (FENCED_SET below: its error aborts the script before the write; MULTI/EXEC would
+not, an error there does not stop the write after it).
 """
 import os
 import signal
@@ -24,13 +26,24 @@ def connect():
     return redis.Redis.from_url(URL, decode_responses=True, socket_timeout=15)
 
 
+# A write guarded by the fencing token (README, "Guarding a write with the fencing token"):
+# redis.call raises on RESV.CHECK's -NOTHELD / -STALE, which aborts the script before the SET.
+FENCED_SET = """
+redis.call('RESV.CHECK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('SET', KEYS[2], ARGV[3])
+"""
+
+
 def info(r, resource):
     reply = r.execute_command("RESV.INFO", resource)
-    return None if reply is None else dict(zip(reply[::2], reply[1::2]))
+    return dict(zip(reply[::2], reply[1::2]))  # holder, ttl, token are None when free
 
 
 r = connect()
 job_name = "nightly-report"
+result = "{nightly-report}:result"  # the guarded data: same hash slot as the lock key
+fenced_set = r.register_script(FENCED_SET)  # EVALSHA, loading the script if needed
+r.delete(job_name, result)
 
 # reservation.lock job_name: worker-1 gets it, worker-2 is told it is already held.
 token1 = r.execute_command("RESV.LOCK", job_name, "worker-1", LOCK_TTL)
@@ -74,7 +87,7 @@ try:
     r.execute_command("RESV.RENEW", job_name, "worker-2", LOCK_TTL)
     raise AssertionError("an expired lock must not renew")
 except redis.ResponseError as e:
-    assert str(e) == "NOTHELD lost to worker-1", e
+    assert str(e) == "NOTHELD the reservation is held by worker-1", e
 assert r.execute_command("RESV.CHECK", job_name, "worker-1", token3) == 1
 try:
     r.execute_command("RESV.CHECK", job_name, "worker-1", token1)
@@ -83,6 +96,22 @@ except redis.ResponseError as e:
     assert str(e).startswith("STALE"), e
     print(f"check with worker-1's first token -> {e}")
 
+
+# The guarded write: worker-2 (lapsed) and worker-1 with its first token are refused and write
+# nothing; worker-1 with its current token writes.
+for holder, token, why in [("worker-2", token2, "NOTHELD the reservation is held by worker-1"),
+                           ("worker-1", token1, "STALE")]:
+    try:
+        fenced_set(keys=[job_name, result], args=[holder, token, f"report by {holder}"])
+        raise AssertionError(f"{holder}'s write with token {token} must be refused")
+    except redis.ResponseError as e:
+        assert str(e).startswith(why), e
+        print(f"guarded write by {holder} with token {token} -> {e}")
+assert r.get(result) is None
+assert fenced_set(keys=[job_name, result], args=["worker-1", token3, "report by worker-1"]) == "OK"
+assert r.get(result) == "report by worker-1"
+print("guarded write by worker-1 with its current token went through")
+
 assert r.execute_command("RESV.RELEASE", job_name, "worker-1") == 1
-assert info(r, job_name) is None
+assert info(r, job_name)["holder"] is None
 print("ok")

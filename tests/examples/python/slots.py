@@ -75,5 +75,6 @@ except redis.ResponseError as e:
     print(f"server-a renew -> {e}")
 
 assert r.execute_command("SLOT.PUT", leased, 0, "HOLDER", "server-b") == 1
-assert r.execute_command("SLOT.INFO", leased) is None  # an empty pool is deleted
+info = r.execute_command("SLOT.INFO", leased)  # an empty pool is deleted: the empty map
+assert dict(zip(info[::2], info[1::2])) == {"held": 0, "highest": -1, "leased": 0, "waiters": 0}
 print("ok")

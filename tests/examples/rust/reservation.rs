@@ -6,13 +6,35 @@
 //!   `reservation.wait_until_lock(resource)` -> `RESV.LOCK resource worker ttl BLOCK 0`
 //!   heartbeat every `heartbeat_interval`    -> `RESV.RENEW resource worker ttl`
 //!   `reservation.release()`                 -> `RESV.RELEASE resource worker` (-NOTHELD: lost)
-//! Every grant returns a fencing token; `RESV.CHECK` guards a write with it.
-use redis::{Connection, FromRedisValue, RedisResult, ToRedisArgs};
+//! Every grant returns a fencing token; `RESV.CHECK` guards a write with it, inside a script that
+//! checks first (`FENCED_SET` below: its error aborts the script before the write; MULTI/EXEC
+//! would not, an error there does not stop the write after it).
+use redis::{Connection, FromRedisValue, RedisResult, Script, ToRedisArgs};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const JOB: &str = "nightly-report";
 const LOCK_TTL: u64 = 30 * 60 * 1000; // lock_ttl: 30 minutes (corral takes milliseconds)
+/// The guarded data: `{nightly-report}:…` hashes to the lock key's slot (Redis Cluster).
+const RESULT: &str = "{nightly-report}:result";
+
+/// A write guarded by the fencing token (README, "Guarding a write with the fencing token"):
+/// `redis.call` raises on RESV.CHECK's -NOTHELD / -STALE, which aborts the script before the SET.
+const FENCED_SET: &str = "
+redis.call('RESV.CHECK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('SET', KEYS[2], ARGV[3])";
+
+/// Writes `value` to [`RESULT`] only if `holder` holds the lock under `token`.
+fn fenced_set(con: &mut Connection, holder: &str, token: i64, value: &str) -> RedisResult<String> {
+    // EVALSHA, loading the script if the server does not have it yet.
+    Script::new(FENCED_SET)
+        .key(JOB)
+        .key(RESULT)
+        .arg(holder)
+        .arg(token)
+        .arg(value)
+        .invoke(con)
+}
 
 fn connect() -> RedisResult<Connection> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -21,7 +43,8 @@ fn connect() -> RedisResult<Connection> {
     Ok(con)
 }
 
-fn info(con: &mut Connection) -> RedisResult<Option<HashMap<String, String>>> {
+/// RESV.INFO: holder, ttl, token (None when free) and waiters.
+fn info(con: &mut Connection) -> RedisResult<HashMap<String, Option<String>>> {
     redis::cmd("RESV.INFO").arg(JOB).query(con)
 }
 
@@ -40,6 +63,7 @@ fn resv<T: FromRedisValue>(
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut con = connect()?;
     let con = &mut con;
+    redis::cmd("DEL").arg(JOB).arg(RESULT).exec(con)?;
 
     // reservation.lock job_name: worker-1 gets it, worker-2 is told it is already held.
     let token1: i64 = resv(con, "LOCK", ("worker-1", LOCK_TTL))?;
@@ -58,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         resv(&mut connect()?, "LOCK", ("worker-2", 1000, "BLOCK", 0))
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while info(con)?.expect("held by worker-1")["waiters"] != "1" {
+    while info(con)?["waiters"].as_deref() != Some("1") {
         assert!(Instant::now() < deadline, "worker-2 never queued");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -83,15 +107,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let err = resv::<i64>(con, "RENEW", ("worker-2", LOCK_TTL)).unwrap_err();
     assert_eq!(
         (err.code(), err.detail()),
-        (Some("NOTHELD"), Some("lost to worker-1"))
+        (Some("NOTHELD"), Some("the reservation is held by worker-1"))
     );
     assert_eq!(resv::<i64>(con, "CHECK", ("worker-1", token3))?, 1);
     let err = resv::<i64>(con, "CHECK", ("worker-1", token1)).unwrap_err();
     assert_eq!(err.code(), Some("STALE"), "{err}");
     println!("check with worker-1's first token -> {err}");
 
+    // The guarded write: worker-2 (lapsed) and worker-1 with its first token are refused and
+    // write nothing; worker-1 with its current token writes.
+    let err = fenced_set(con, "worker-2", token2, "report by worker-2").unwrap_err();
+    assert_eq!(err.code(), Some("NOTHELD"), "{err}");
+    assert!(
+        err.detail()
+            .unwrap()
+            .starts_with("the reservation is held by worker-1"),
+        "{err}"
+    );
+    println!("guarded write by worker-2 -> {err}");
+    let err = fenced_set(con, "worker-1", token1, "report by worker-1").unwrap_err();
+    assert_eq!(err.code(), Some("STALE"), "{err}");
+    println!("guarded write by worker-1 with its first token -> {err}");
+    let get = |con: &mut Connection| -> RedisResult<Option<String>> {
+        redis::cmd("GET").arg(RESULT).query(con)
+    };
+    assert_eq!(get(con)?, None);
+    assert_eq!(
+        fenced_set(con, "worker-1", token3, "report by worker-1")?,
+        "OK"
+    );
+    assert_eq!(get(con)?.as_deref(), Some("report by worker-1"));
+    println!("guarded write by worker-1 with its current token went through");
+
     assert_eq!(resv::<i64>(con, "RELEASE", "worker-1")?, 1);
-    assert_eq!(info(con)?, None); // free: the key is gone
+    assert_eq!(info(con)?["holder"], None); // free: the key is gone
     println!("ok");
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! (`HOLDER id TTL ms`, renewed with `SLOT.RENEW`) comes back by itself when its server dies,
 //! and a bounded pool (`LIMIT n`) can wait in line for a slot (`BLOCK ms`).
 use redis::{Connection, FromRedisValue, RedisResult, ToRedisArgs};
+use std::collections::HashMap;
 use std::time::Duration;
 
 fn connect() -> RedisResult<Connection> {
@@ -97,8 +98,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         slot::<i64>(con, "PUT", (leased, 0, "HOLDER", "server-b"))?,
         1
     );
-    let info: Option<redis::Value> = slot(con, "INFO", leased)?;
-    assert_eq!(info, None); // an empty pool is deleted
+    // An empty pool is deleted: INFO answers the map of an empty pool.
+    let info: HashMap<String, i64> = slot(con, "INFO", leased)?;
+    assert_eq!((info["held"], info["highest"]), (0, -1));
     println!("ok");
     Ok(())
 }

@@ -18,7 +18,8 @@
 
 use std::fmt::Write as _;
 
-use super::report::{num, Kind, Meta, Plot, Point, Row};
+use crate::meta::Meta;
+use crate::report::{num, Kind, Plot, Point, Row};
 
 /// One chart: its file name (in the results directory), title and SVG text.
 pub struct Chart {
@@ -324,11 +325,7 @@ fn footer(m: &Meta) -> String {
     let date = m.date.split(' ').next().unwrap_or(&m.date);
     format!(
         "corral {} · redis-server {} · {}, {} CPUs · {date} · {}",
-        m.git,
-        m.redis_version,
-        m.cpu,
-        m.nproc,
-        m.command()
+        m.git, m.redis_version, m.cpu, m.nproc, m.command
     )
 }
 
