@@ -38,7 +38,7 @@ use crate::engine::{Effect, Effects, Event, Reply};
 /// How many jobs one `lapse` acts on at most. A million jobs falling due at once are promoted
 /// (or deleted) in slices of this many: the key's next deadline stays due, the engine looks at
 /// it again at once, and the timer lets Redis serve clients between slices.
-pub const LAPSE_BATCH: usize = 1024;
+pub const LAPSE_BATCH: usize = 256;
 
 /// A fulfilled job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
