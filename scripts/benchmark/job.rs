@@ -899,7 +899,10 @@ enum Mixed<'a> {
 /// Job i of the mixed run: its priority (1,000 of them) and delay (one job in four
 /// `DELAY 5`).
 fn mixed_job(i: usize) -> (String, &'static str) {
-    (priority(i).to_string(), if i % 4 == 0 { "5" } else { "0" })
+    (
+        priority(i).to_string(),
+        if i.is_multiple_of(4) { "5" } else { "0" },
+    )
 }
 
 /// Runs `n` jobs with priorities and delays through `q` — create, pull, fulfil — with
