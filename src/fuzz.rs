@@ -271,11 +271,17 @@ fn run<F: Primitive + Debug>(state: &mut F, effects: impl IntoIterator<Item = F:
     }
 }
 
-/// What the engine does before any decision on a key: lapse the leases that are due.
+/// What the engine does before any decision on a key: lapse the leases that are due (again
+/// while a family acts on a bounded slice at a time, as JOB does with many jobs due at once).
 fn lapse_due<F: Primitive + Debug>(state: &mut F, now: u64) {
-    let mut out = Vec::new();
-    state.lapse(now, &mut out);
-    run(state, out);
+    loop {
+        let mut out = Vec::new();
+        state.lapse(now, &mut out);
+        if out.is_empty() {
+            break;
+        }
+        run(state, out);
+    }
     assert!(state.next_deadline().is_none_or(|d| d > now));
 }
 
@@ -531,8 +537,11 @@ pub fn alloc(data: &[u8]) {
     }
 }
 
-/// (b) JOB: pull, renew, release, fulfil, queue, notify, done, delete.
+/// (b) JOB: create (with every option), pull, renew, release, fail, retry, fulfil, queue,
+/// notify, done, delete, list — with time passing (lapses, due delays, retention).
 pub fn job(data: &[u8]) {
+    use crate::job::core::{Created, Listing, Spec, State};
+    use crate::job::record::Opts;
     let mut input = Input(data);
     let (mut j, mint, mut now) = (Jobs::default(), Mint::new(), 1u64);
     let mut ids: Vec<u64> = Vec::new();
@@ -544,14 +553,38 @@ pub fn job(data: &[u8]) {
             0 => 1,
             n => ids[input.below(n as u64) as usize],
         };
-        match input.below(9) {
+        match input.below(12) {
             0 => {
                 let id = mint.issue(now, j.last_token());
                 let request = input.bytes(8);
-                let e = j.create(id, request);
-                run(&mut j, [e]);
-                assert!(j.contains(id));
-                ids.push(id);
+                let flags = input.byte();
+                let opt = |bit: u8| flags & (1 << bit) != 0;
+                let spec = Spec {
+                    priority: if opt(0) {
+                        u32::from(input.byte() % 4)
+                    } else {
+                        0
+                    },
+                    delay: opt(1).then(|| input.ttl()),
+                    opts: Opts {
+                        max_attempts: opt(2).then(|| 1 + u32::from(input.byte() % 3)),
+                        backoff: opt(3).then(|| input.ttl()),
+                        keep: opt(4).then(|| input.ttl()),
+                        unique: opt(5).then(|| Jobs::unique_name(input.id())),
+                    },
+                };
+                match j.create(id, request, &spec, now) {
+                    Created::New(e) => {
+                        run(&mut j, [e]);
+                        assert!(j.contains(id));
+                        ids.push(id);
+                    }
+                    Created::Existing(old) => {
+                        let name = spec.opts.unique.as_deref();
+                        assert!(name.is_some());
+                        assert_eq!(j.job(old).and_then(|x| x.unique()).map(|n| &n[..]), name);
+                    }
+                }
             }
             1 | 2 => {
                 let lane = if input.bool() {
@@ -589,17 +622,45 @@ pub fn job(data: &[u8]) {
             }
             6 => {
                 let targets = [input.id(), input.id()];
-                let effect = if input.bool() {
-                    j.queue(id, &targets).ok()
-                } else {
-                    j.unqueue(id, &targets).ok().and_then(|(e, _)| e)
-                };
-                run(&mut j, effect);
+                if input.bool() {
+                    if let Ok(e) = j.queue(id, &targets) {
+                        run(&mut j, [e]);
+                    }
+                } else if let Ok((effects, _)) = j.unqueue(id, &targets, now) {
+                    run(&mut j, effects);
+                }
             }
             7 => {
                 let targets = [input.id()];
                 if let Ok((effects, _)) = j.done(id, worker, &targets, now) {
                     run(&mut j, effects);
+                }
+            }
+            8 => {
+                let reason = input.bytes(4);
+                if let Ok((effects, state)) = j.fail(id, worker, reason, now) {
+                    run(&mut j, effects);
+                    let v = j.get(id, now).expect("a failed attempt keeps the job");
+                    assert_eq!(v.state, state);
+                    assert_eq!(v.job.reason(), Some(reason));
+                    assert_eq!(
+                        state == State::Failed,
+                        v.job.max_attempts() == Some(v.job.attempts)
+                    );
+                }
+            }
+            9 => {
+                if let Ok(e) = j.retry(id) {
+                    run(&mut j, [e]);
+                    assert_eq!(j.state_of(id), Some(State::Pending));
+                }
+            }
+            10 => {
+                let what = Listing::ALL[input.below(5) as usize].1;
+                let after = input.bool().then_some(id);
+                if let Ok(listed) = j.list(what, after, 1 + input.below(8) as usize) {
+                    assert!(listed.len() <= 8);
+                    assert!(listed.iter().all(|&x| j.contains(x) && Some(x) != after));
                 }
             }
             _ => {
@@ -610,7 +671,7 @@ pub fn job(data: &[u8]) {
         }
         let c = j.counts(now);
         assert!(c.leased <= c.pending && c.notifying + c.notifiable <= c.fulfilled);
-        assert_eq!(c.pending + c.fulfilled, j.job_count());
+        assert_eq!(c.jobs(), j.job_count());
         check(&j, now);
     }
 }
@@ -805,15 +866,38 @@ mod tests {
         run(&mut a, [job]);
         seeds.push(("rdb-alloc", [&[27 + 3u8][..], &codec::encode(&a)].concat()));
         let mut j = Jobs::default();
-        let e = j.create(7, b"req");
-        run(&mut j, [e]);
+        let spec = crate::job::core::Spec {
+            priority: 3,
+            delay: Some(50),
+            opts: crate::job::record::Opts {
+                max_attempts: Some(2),
+                backoff: Some(10),
+                keep: Some(100),
+                unique: Some(Jobs::unique_name(b"u")),
+            },
+        };
+        for (id, spec) in [(7, Default::default()), (8, spec)] {
+            if let crate::job::core::Created::New(e) = j.create(id, b"req", &spec, now) {
+                run(&mut j, [e]);
+            }
+        }
         let pull = Pull {
             lane: Lane::Work,
             worker: Arc::from(&b"w"[..]),
             ttl: 100,
         };
         grant(&mut j, &mint, &pull, now, false);
-        seeds.push(("rdb-job", [&[36 + 3u8][..], &codec::encode(&j)].concat()));
+        // JOB at version 2 (mode 36 + 2 × 3), with a delayed job with every option; and a
+        // real version-1 value (mode 36 + 3), saved by the first edition.
+        seeds.push(("rdb-job", [&[36 + 6u8][..], &codec::encode(&j)].concat()));
+        seeds.push((
+            "rdb-job-v1",
+            [
+                &[36 + 3u8][..],
+                &include_bytes!("job/testdata/v1-store.bin")[..],
+            ]
+            .concat(),
+        ));
         // Effect batches (mode 1: applied to an empty value).
         seeds.push((
             "apply-resv",

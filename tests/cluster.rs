@@ -836,3 +836,84 @@ mod net {
         }
     }
 }
+
+/// A job store with delayed, failed (dead-letter), retained and unique jobs moves with its
+/// slot byte for byte (same digest); the new node promotes the delayed job at its due time
+/// and hands it to a puller blocked there, and the dead letter, reasons and names still work.
+#[test]
+fn reshard_moves_a_job_store_with_delayed_and_failed_jobs() {
+    let cl = Cluster::start();
+    let (src, dst) = (0, 2);
+    let slot = cl.lowest_slot(src);
+    let key = format!("{{{}}}:queue", tag_in_slot(slot));
+    let k = key.as_str();
+    let mut cc = cl.client();
+    let delay_ms = 8_000u64;
+    let t0 = Instant::now();
+    let delayed = int(
+        &mut cc,
+        &[
+            "JOB.CREATE",
+            k,
+            "later",
+            "DELAY",
+            &delay_ms.to_string(),
+            "PRIORITY",
+            "3",
+        ],
+    );
+    let failed = int(
+        &mut cc,
+        &[
+            "JOB.CREATE",
+            k,
+            "poison",
+            "ATTEMPTS",
+            "1",
+            "PRIORITY",
+            "9",
+            "UNIQUE",
+            "p",
+        ],
+    );
+    let pulled = array(&val(&mut cc, &["JOB.PULL", k, "w", "30000"]));
+    assert_eq!(as_int(&pulled[0]), failed);
+    let state = val(&mut cc, &["JOB.FAIL", k, &failed.to_string(), "w", "boom"]);
+    assert_eq!(as_str(&state), "failed");
+    let kept = int(&mut cc, &["JOB.CREATE", k, "kept", "KEEP", "600000"]);
+    int(&mut cc, &["JOB.FULFILL", k, &kept.to_string(), "v"]);
+    let digest = |c: &mut Connection| val(c, &["DEBUG", "DIGEST-VALUE", k]);
+    let before = digest(&mut cl.nodes[src].conn());
+    let info_before = val(&mut cc, &["JOB.INFO", k]);
+
+    cl.reshard(src, dst, 1);
+    assert_eq!(cl.owner(slot), dst, "the slot moved");
+    let mut d = cl.nodes[dst].conn();
+    assert_eq!(digest(&mut d), before, "the same value on the new node");
+    assert_eq!(val(&mut cc, &["JOB.INFO", k]), info_before);
+    let job = val(&mut cc, &["JOB.GET", k, &failed.to_string()]);
+    assert_eq!(as_str(&field(&job, "state")), "failed");
+    assert_eq!(as_str(&field(&job, "reason")), "boom");
+    assert_eq!(
+        int(&mut cc, &["JOB.CREATE", k, "again", "UNIQUE", "p"]),
+        failed
+    );
+    let later = val(&mut cc, &["JOB.GET", k, &delayed.to_string()]);
+    assert_eq!(as_str(&field(&later, "state")), "delayed", "not due yet");
+    assert!(
+        t0.elapsed() < Duration::from_millis(delay_ms - 2_000),
+        "the reshard took {:?}: too slow to watch the promotion happen after it",
+        t0.elapsed()
+    );
+    // A puller blocked on the new node is handed the delayed job when it falls due there.
+    let got = val(&mut d, &["JOB.PULL", k, "w2", "30000", "BLOCK", "20000"]);
+    let late = t0.elapsed().saturating_sub(Duration::from_millis(delay_ms));
+    assert_eq!(as_int(&array(&got)[0]), delayed);
+    assert!(t0.elapsed() >= Duration::from_millis(delay_ms - 100));
+    assert!(
+        late < Duration::from_millis(1_500),
+        "promoted {late:?} late"
+    );
+    assert_eq!(int(&mut cc, &["JOB.RETRY", k, &failed.to_string()]), 1);
+    assert_eq!(corral_info(&cl.nodes[dst], "contained_panics"), 0);
+}

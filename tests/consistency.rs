@@ -169,6 +169,8 @@ fn empty_ids_are_refused_everywhere_values_may_be_empty() {
     // Requests, values and targets are data: empty is fine.
     let id = int(&mut c, &["JOB.CREATE", "j", ""]).to_string();
     assert_eq!(int(&mut c, &["JOB.QUEUE", "j", &id, ""]), 1);
+    // No target is no target, as for DONE (fs-job-store's unqueueAll(id, [])).
+    assert_eq!(int(&mut c, &["JOB.UNQUEUE", "j", &id]), 0);
     assert_eq!(int(&mut c, &["JOB.FULFILL", "j", &id, ""]), 1);
 }
 

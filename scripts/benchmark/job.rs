@@ -7,7 +7,8 @@ use crate::common::client;
 use crate::report::{num, Kind, Report, Row, Target};
 use crate::resp::{self, Reply};
 use crate::util::{
-    self, args, cmdstats, is_int, is_one, min, refs, reset_stats, Footprint, Memory, ServerTime,
+    self, args, cmdstats, is_int, is_nil, is_one, min, refs, reset_stats, Footprint, Memory,
+    ServerTime,
 };
 
 const FAMILY: &str = "JOB";
@@ -497,4 +498,743 @@ pub fn vs_lua(report: &mut Report) {
             "BullMQ-style Lua queue",
         ),
     );
+}
+
+// ---- the second edition: priorities, delays, FULFILL … NEXT ----------------------------
+
+/// The priority of job i when jobs are spread over 1,000 priorities (a permutation, so
+/// neighbours differ).
+fn priority(i: usize) -> usize {
+    i * 7919 % 1000
+}
+
+/// (d) PULL + FULFILL at 1,000,000 pending jobs spread over 1,000 priorities, against the
+/// same at 1,000 jobs (one per priority): at most 1.5x (pull order stays O(log n)).
+///
+/// As [`server_time`], with every job (fill and replacements) created `PRIORITY p` over
+/// 1,000 priorities: each PULL takes the highest priority's oldest job.
+pub fn priorities(report: &mut Report) {
+    const SIZES: [(&str, usize); 2] = [("prio:1k", 1_000), ("prio:1m", 1_000_000)];
+    const ITERS: usize = 50_000;
+    const ROUNDS: usize = 5;
+
+    let (_srv, mut admin, mut conn) = util::start();
+    for (key, n) in SIZES {
+        let t = Instant::now();
+        util::load(
+            &mut conn,
+            n,
+            |i| {
+                let p = priority(i).to_string();
+                args(&["JOB.CREATE", key, &request(i), "PRIORITY", &p])
+            },
+            is_int,
+        );
+        eprintln!(
+            "bench:    {key}: {n} jobs over 1,000 priorities in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let work = SIZES.map(|(key, _)| (key, ITERS));
+    let best = util::best_rounds(&work, ROUNDS, |i, iters| {
+        pull_fulfill_with(&mut conn, &mut admin, SIZES[i].0, iters, true)
+    });
+    for (key, n) in SIZES {
+        assert_eq!(info_field(&mut admin, key, "pending"), n as i64);
+    }
+    let at = |i: usize| {
+        format!(
+            "{} pending jobs over 1,000 priorities",
+            num(SIZES[i].1 as f64)
+        )
+    };
+    report.add(
+        Row::new(
+            FAMILY,
+            &format!(
+                "server time, JOB.PULL + JOB.FULFILL TOKEN of the most urgent job, {} (per pair)",
+                at(1)
+            ),
+            best.iter(1),
+            "us",
+        )
+        .vs(&at(0), best.iter(0))
+        .target(Target::RatioAtMost(1.5))
+        .scale(
+            "JOB.PULL + JOB.FULFILL TOKEN, 1,000 priorities (per pair)",
+            (&at(1), SIZES[1].1 as f64),
+            (&at(0), SIZES[0].1 as f64),
+        ),
+    );
+}
+
+/// [`pull_fulfill`], with replacement jobs created at a priority when `prioritized`.
+fn pull_fulfill_with(
+    conn: &mut resp::Conn,
+    admin: &mut redis::Connection,
+    key: &str,
+    iters: usize,
+    prioritized: bool,
+) -> ServerTime {
+    if !prioritized {
+        return pull_fulfill(conn, admin, key, iters);
+    }
+    let mut pulls = Vec::new();
+    for k in 0..DEPTH {
+        resp::encode(
+            &mut pulls,
+            &refs(&args(&["JOB.PULL", key, &worker(k), LEASE_MS])),
+        );
+    }
+    let mut buf = Vec::new();
+    reset_stats(admin);
+    for b in 0..iters / DEPTH {
+        conn.send_raw(&pulls).expect("send");
+        let jobs: Vec<(String, String)> = (0..DEPTH)
+            .map(|_| pulled(conn.read().expect("read")))
+            .collect();
+        buf.clear();
+        for (id, token) in &jobs {
+            resp::encode(
+                &mut buf,
+                &refs(&args(&["JOB.FULFILL", key, id, VALUE, "TOKEN", token])),
+            );
+        }
+        for (id, _) in &jobs {
+            resp::encode(&mut buf, &refs(&args(&["JOB.DELETE", key, id])));
+        }
+        for i in 0..DEPTH {
+            let n = b * DEPTH + i;
+            let p = priority(n + 17).to_string();
+            resp::encode(
+                &mut buf,
+                &refs(&args(&["JOB.CREATE", key, &request(n), "PRIORITY", &p])),
+            );
+        }
+        conn.send_raw(&buf).expect("send");
+        for ok in [is_one as util::Check, is_one, is_int] {
+            for _ in 0..DEPTH {
+                let r = conn.read().expect("read");
+                assert!(ok(&r), "{key}: unexpected reply {r:?}");
+            }
+        }
+    }
+    ServerTime::read(
+        admin,
+        key,
+        &["job.pull", "job.fulfill"],
+        iters / DEPTH * DEPTH,
+    )
+}
+
+/// `LATENCY LATEST`'s worst `corral-timer` tick, in ms (0 when none was over the threshold).
+fn worst_timer_tick(admin: &mut redis::Connection) -> f64 {
+    let rows: Vec<Vec<redis::Value>> = redis::cmd("LATENCY")
+        .arg("LATEST")
+        .query(admin)
+        .expect("LATENCY LATEST");
+    rows.iter()
+        .find(|r| r.first() == Some(&redis::Value::BulkString(b"corral-timer".to_vec())))
+        .map_or(0.0, |r| {
+            redis::from_redis_value::<i64>(&r[3]).expect("worst ms") as f64
+        })
+}
+
+/// (e) 1,000,000 delayed jobs falling due in the same second: the longest `corral-timer`
+/// tick while they are promoted (the latency monitor at 1 ms; a tick works 2 ms, then lets
+/// Redis serve clients), how long the promotion takes, and whether they are then handed out
+/// in priority order (the first 20,000 pulled). Then the lateness of a PULL blocked on a
+/// store with nothing pending, served when a delayed job falls due: 300 jobs created with
+/// DELAY 20 while a client waits in `JOB.PULL … BLOCK`; lateness = when the reply arrives
+/// − (when the CREATE was sent + 20 ms), as a client measures it: p99 at most 5 ms.
+pub fn due(report: &mut Report) {
+    const JOBS: usize = 1_000_000;
+    const WINDOW_MS: u64 = 25_000;
+    let srv = crate::common::Server::start_with(
+        crate::common::ServerOptions::new().config("latency-monitor-threshold", "1"),
+    );
+    let mut admin = srv.conn();
+    let mut conn = resp::Conn::connect(srv.port(), 64 * 1024).expect("connect");
+    // Every job due at the same moment `WINDOW_MS` after the start: each CREATE's DELAY is
+    // what remains of the window when it is encoded (the client's clock; the server's
+    // receipt follows by the pipeline's latency: all due within a few ms of each other).
+    let start = Instant::now();
+    util::load(
+        &mut conn,
+        JOBS,
+        |i| {
+            let left = WINDOW_MS
+                .saturating_sub(start.elapsed().as_millis() as u64)
+                .max(1);
+            let p = priority(i);
+            // The request carries the priority, to check the pull order.
+            let req = format!("{p:03}{:07}", i % 10_000_000);
+            args(&[
+                "JOB.CREATE",
+                "due",
+                &req,
+                "DELAY",
+                &left.to_string(),
+                "PRIORITY",
+                &p.to_string(),
+            ])
+        },
+        is_int,
+    );
+    let created = start.elapsed();
+    eprintln!(
+        "bench:    due: {JOBS} delayed jobs created in {:.1} s",
+        created.as_secs_f64()
+    );
+    assert!(
+        created < std::time::Duration::from_millis(WINDOW_MS - 2_000),
+        "creation too slow"
+    );
+    let _: i64 = redis::cmd("LATENCY")
+        .arg("RESET")
+        .query(&mut admin)
+        .expect("LATENCY RESET");
+    assert_eq!(info_field(&mut admin, "due", "delayed"), JOBS as i64);
+    let due_at = start + std::time::Duration::from_millis(WINDOW_MS);
+    std::thread::sleep(due_at.saturating_duration_since(Instant::now()));
+    let promoted = loop {
+        if info_field(&mut admin, "due", "pending") == JOBS as i64 {
+            break due_at.elapsed();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let worst = worst_timer_tick(&mut admin);
+    eprintln!(
+        "bench:    due: promoted {:.0} ms after the due time; worst corral-timer tick {worst} ms",
+        promoted.as_secs_f64() * 1e3
+    );
+    // Pull order: the first 20,000 pulled, by 100 workers at a time, in priority order.
+    let mut last = 999usize;
+    let mut ordered = true;
+    for b in 0..200 {
+        let mut buf = Vec::new();
+        for k in 0..DEPTH {
+            resp::encode(
+                &mut buf,
+                &refs(&args(&[
+                    "JOB.PULL",
+                    "due",
+                    &worker(b % 2 * DEPTH + k),
+                    LEASE_MS,
+                ])),
+            );
+        }
+        conn.send_raw(&buf).expect("send");
+        let mut fulfil = Vec::new();
+        for _ in 0..DEPTH {
+            let Reply::Array(Some(a)) = conn.read().expect("read") else {
+                panic!("no job")
+            };
+            let (Reply::Int(id), Reply::Bulk(Some(req))) = (&a[0], &a[1]) else {
+                panic!("{a:?}")
+            };
+            let p: usize = std::str::from_utf8(&req[..3]).unwrap().parse().unwrap();
+            ordered &= p <= last;
+            last = p;
+            resp::encode(
+                &mut fulfil,
+                &refs(&args(&["JOB.FULFILL", "due", &id.to_string(), VALUE])),
+            );
+        }
+        conn.send_raw(&fulfil).expect("send");
+        for _ in 0..DEPTH {
+            assert!(is_one(&conn.read().expect("read")));
+        }
+    }
+    report.add(
+        Row::new(
+            FAMILY,
+            &format!(
+                "longest corral-timer tick while {} delayed jobs fall due at once",
+                num(JOBS as f64)
+            ),
+            worst,
+            "ms",
+        )
+        .target(Target::AtMost(5.0)),
+    );
+    report.add(Row::new(
+        FAMILY,
+        &format!(
+            "time to promote {} jobs falling due at once (sliced, clients served between)",
+            num(JOBS as f64)
+        ),
+        promoted.as_secs_f64() * 1e3,
+        "ms",
+    ));
+    report.add(
+        Row::flag(
+            FAMILY,
+            "jobs falling due at once are handed out in priority order",
+            ordered,
+        )
+        .target(Target::Yes),
+    );
+
+    // Lateness of a blocked PULL served when a delayed job falls due.
+    let _: () = redis::cmd("DEL").arg("due").query(&mut admin).expect("DEL");
+    let lateness = blocked_pull_lateness(&srv, 300);
+    report.add(
+        Row::new(
+            FAMILY,
+            "p99 lateness of a blocked JOB.PULL served when a DELAY 20 job falls due",
+            lateness,
+            "ms",
+        )
+        .target(Target::AtMost(5.0)),
+    );
+}
+
+/// Lateness (ms, p99) of a `JOB.PULL … BLOCK` on a store with nothing pending, served when a
+/// job created with `DELAY 20` falls due: `n` times, one waiter at a time.
+fn blocked_pull_lateness(srv: &crate::common::Server, n: usize) -> f64 {
+    let mut creator = srv.conn();
+    let mut late = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut waiter = resp::Conn::connect(srv.port(), 4096).expect("connect");
+        let worker = format!("w{i}");
+        waiter
+            .send(&refs(&args(&[
+                "JOB.PULL", "one", &worker, LEASE_MS, "BLOCK", "10000",
+            ])))
+            .expect("send");
+        // Until it waits.
+        while info_field(&mut creator, "one", "waiters") == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        let sent = Instant::now();
+        let id: i64 = redis::cmd("JOB.CREATE")
+            .arg("one")
+            .arg("r")
+            .arg("DELAY")
+            .arg(20)
+            .query(&mut creator)
+            .expect("CREATE");
+        let r = waiter.read().expect("read");
+        let got = sent.elapsed();
+        match r {
+            Reply::Array(Some(a)) => assert_eq!(a[0], Reply::Int(id)),
+            other => panic!("{other:?}"),
+        }
+        late.push((got.as_secs_f64() * 1e3 - 20.0).max(0.0));
+        let _: i64 = redis::cmd("JOB.DELETE")
+            .arg("one")
+            .arg(id)
+            .query(&mut creator)
+            .expect("DELETE");
+    }
+    late.sort_by(f64::total_cmp);
+    eprintln!(
+        "bench:    blocked PULL lateness: median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        util::percentile(&late, 0.5),
+        util::percentile(&late, 0.99),
+        late[late.len() - 1]
+    );
+    util::percentile(&late, 0.99)
+}
+
+/// A BullMQ-style queue with priorities and delays, modelled on BullMQ's `addPrioritizedJob`,
+/// `addDelayedJob`, `moveToActive` (with its `promoteDelayedJobs`) and `moveToFinished`
+/// scripts: a job is a hash; pending jobs wait in a sorted set `prioritized` scored
+/// `(MAX − priority) × 2^32 + a counter` (BullMQ: `priority × 2^32 + counter`, lower first),
+/// delayed jobs in a sorted set `delayed` scored `due × 4096 + id mod 4096` (BullMQ's
+/// `timestamp × 0x1000 + counter`); pulling first promotes up to 1,000 due delayed jobs
+/// into `prioritized`, then pops the best, moves it to the active list under a lock key.
+/// Times come from the server's `TIME` (BullMQ sends the client's clock). Its events,
+/// metrics, rate limits, parents and the completed set are left out, which only makes the
+/// baseline cheaper.
+///
+/// create — `KEYS = id counter, priority counter, prioritized, delayed; ARGV = prefix,
+/// data, priority, delay ms`: the new id.
+const LUA_CREATE_PD: &str = "local id = redis.call('INCR', KEYS[1]) \
+     local key = ARGV[1] .. 'job:' .. id \
+     redis.call('HSET', key, 'data', ARGV[2], 'priority', ARGV[3]) \
+     local delay = tonumber(ARGV[4]) \
+     if delay > 0 then \
+       local t = redis.call('TIME') \
+       local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+       redis.call('ZADD', KEYS[4], (now + delay) * 4096 + id % 4096, id) \
+     else \
+       local pc = redis.call('INCR', KEYS[2]) \
+       redis.call('ZADD', KEYS[3], (4294967295 - tonumber(ARGV[3])) * 4294967296 + pc, id) \
+     end \
+     return id";
+/// pull — `KEYS = delayed, prioritized, active list, priority counter; ARGV = prefix,
+/// worker, lease ms`: `[id, data]`, or nil.
+const LUA_PULL_PD: &str = "local t = redis.call('TIME') \
+     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+     local due = redis.call('ZRANGEBYSCORE', KEYS[1], 0, (now + 1) * 4096 - 1, 'LIMIT', 0, 1000) \
+     for _, id in ipairs(due) do \
+       local p = tonumber(redis.call('HGET', ARGV[1] .. 'job:' .. id, 'priority')) \
+       local pc = redis.call('INCR', KEYS[4]) \
+       redis.call('ZADD', KEYS[2], (4294967295 - p) * 4294967296 + pc, id) \
+       redis.call('ZREM', KEYS[1], id) \
+     end \
+     local popped = redis.call('ZPOPMIN', KEYS[2]) \
+     if #popped == 0 then return false end \
+     local id = popped[1] \
+     redis.call('LPUSH', KEYS[3], id) \
+     redis.call('SET', ARGV[1] .. 'lock:' .. id, ARGV[2], 'PX', ARGV[3]) \
+     return {id, redis.call('HGET', ARGV[1] .. 'job:' .. id, 'data')}";
+
+/// How the mixed run drives a queue.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Mixed<'a> {
+    /// JOB.CREATE, JOB.PULL, JOB.FULFILL … TOKEN.
+    Corral,
+    /// JOB.CREATE, then JOB.FULFILL … TOKEN … NEXT (a PULL only for a worker with no job).
+    CorralNext,
+    Lua {
+        create: &'a str,
+        pull: &'a str,
+        fulfil: &'a str,
+    },
+}
+
+/// Job i of the mixed run: its priority (1,000 of them) and delay (one job in four
+/// `DELAY 5`).
+fn mixed_job(i: usize) -> (String, &'static str) {
+    (
+        priority(i).to_string(),
+        if i.is_multiple_of(4) { "5" } else { "0" },
+    )
+}
+
+/// Runs `n` jobs with priorities and delays through `q` — create, pull, fulfil — with
+/// [`DEPTH`] workers on one connection; returns (seconds, commands sent per job).
+///
+/// Each pipeline creates [`DEPTH`] jobs (until `n` are created) and, for each worker, fulfils
+/// the job it holds and pulls its next one (`Mixed::CorralNext`: one `FULFILL … NEXT`); a
+/// pull may find nothing (the jobs left are delayed): the worker pulls again in the next
+/// pipeline. Ends when `n` jobs are fulfilled.
+fn end_to_end_mixed(conn: &mut resp::Conn, q: Mixed, n: usize) -> (f64, f64) {
+    let workers: Vec<String> = (0..DEPTH).map(|k| worker(1000 + k)).collect();
+    let mut holding: Vec<Option<(String, String)>> = vec![None; DEPTH];
+    let (mut created, mut fulfilled, mut sent) = (0usize, 0usize, 0usize);
+    let mut buf = Vec::new();
+    let t = Instant::now();
+    while fulfilled < n {
+        assert!(t.elapsed().as_secs() < 120, "the mixed run does not finish");
+        buf.clear();
+        let creates = DEPTH.min(n - created);
+        for i in created..created + creates {
+            let (p, delay) = mixed_job(i);
+            let req = request(i);
+            let cmd = match q {
+                Mixed::Lua { create, .. } => args(&[
+                    "EVALSHA",
+                    create,
+                    "4",
+                    "p:id",
+                    "p:pc",
+                    "p:prioritized",
+                    "p:delayed",
+                    "p:",
+                    &req,
+                    &p,
+                    delay,
+                ]),
+                _ if delay != "0" => {
+                    args(&["JOB.CREATE", "mixed", &req, "PRIORITY", &p, "DELAY", delay])
+                }
+                _ => args(&["JOB.CREATE", "mixed", &req, "PRIORITY", &p]),
+            };
+            resp::encode(&mut buf, &refs(&cmd));
+        }
+        created += creates;
+        let mut expect = Vec::with_capacity(DEPTH);
+        for (w, held) in workers.iter().zip(&holding) {
+            let pull = |buf: &mut Vec<u8>| {
+                let cmd = match q {
+                    Mixed::Lua { pull, .. } => args(&[
+                        "EVALSHA",
+                        pull,
+                        "4",
+                        "p:delayed",
+                        "p:prioritized",
+                        "p:active",
+                        "p:pc",
+                        "p:",
+                        w,
+                        LEASE_MS,
+                    ]),
+                    _ => args(&["JOB.PULL", "mixed", w, LEASE_MS]),
+                };
+                resp::encode(buf, &refs(&cmd));
+            };
+            match (held, q) {
+                (None, _) => {
+                    pull(&mut buf);
+                    expect.push((false, true));
+                }
+                (Some((id, proof)), Mixed::CorralNext) => {
+                    let cmd = args(&[
+                        "JOB.FULFILL",
+                        "mixed",
+                        id,
+                        VALUE,
+                        "TOKEN",
+                        proof,
+                        "NEXT",
+                        w,
+                        LEASE_MS,
+                    ]);
+                    resp::encode(&mut buf, &refs(&cmd));
+                    expect.push((true, false));
+                }
+                (Some((id, proof)), Mixed::Corral) => {
+                    resp::encode(
+                        &mut buf,
+                        &refs(&args(&["JOB.FULFILL", "mixed", id, VALUE, "TOKEN", proof])),
+                    );
+                    pull(&mut buf);
+                    expect.push((true, true));
+                }
+                (Some((id, proof)), Mixed::Lua { fulfil, .. }) => {
+                    let cmd = args(&["EVALSHA", fulfil, "1", "p:active", "p:", id, proof, VALUE]);
+                    resp::encode(&mut buf, &refs(&cmd));
+                    pull(&mut buf);
+                    expect.push((true, true));
+                }
+            }
+        }
+        conn.send_raw(&buf).expect("send");
+        sent += creates
+            + expect
+                .iter()
+                .map(|&(f, p)| usize::from(f) + usize::from(p))
+                .sum::<usize>();
+        for _ in 0..creates {
+            let r = conn.read().expect("read");
+            assert!(is_int(&r), "create: {r:?}");
+        }
+        for (k, &(fulfils, pulls)) in expect.iter().enumerate() {
+            let next = if fulfils && !pulls {
+                fulfilled += 1;
+                conn.read().expect("read")
+            } else {
+                if fulfils {
+                    let r = conn.read().expect("read");
+                    assert!(is_one(&r), "fulfil: {r:?}");
+                    fulfilled += 1;
+                }
+                conn.read().expect("read")
+            };
+            holding[k] = match next {
+                r if is_nil(&r) => None,
+                Reply::Array(Some(a)) => match (&a[0], q) {
+                    (Reply::Int(id), _) => match &a[2] {
+                        Reply::Int(token) => Some((id.to_string(), token.to_string())),
+                        other => panic!("{other:?}"),
+                    },
+                    (Reply::Bulk(Some(id)), Mixed::Lua { .. }) => {
+                        Some((String::from_utf8(id.clone()).unwrap(), workers[k].clone()))
+                    }
+                    other => panic!("pull: {other:?}"),
+                },
+                other => panic!("pull: {other:?}"),
+            };
+        }
+    }
+    (t.elapsed().as_secs_f64(), sent as f64 / n as f64)
+}
+
+/// (f) End-to-end throughput with priorities and delays — create (1,000 priorities, one
+/// job in four `DELAY 5`), pull, fulfil — against the BullMQ-style Lua queue with sorted
+/// sets ([`LUA_CREATE_PD`], [`LUA_PULL_PD`], the same fulfil): at least 3x. Also corral with
+/// `FULFILL … NEXT` (two commands per job instead of three), and one worker without
+/// pipelining — the round trips a real worker waits for: `PULL` then `FULFILL` (two per job)
+/// against `FULFILL … NEXT` (one).
+pub fn vs_lua_priorities(report: &mut Report) {
+    const JOBS: usize = 50_000;
+    const ROUNDS: usize = 5;
+    let (srv, mut admin, mut conn) = util::start();
+    let (create, pull, fulfil) = (
+        util::load_script(&mut admin, LUA_CREATE_PD),
+        util::load_script(&mut admin, LUA_PULL_PD),
+        util::load_script(&mut admin, LUA_FULFIL),
+    );
+    let sides = [
+        Mixed::Corral,
+        Mixed::CorralNext,
+        Mixed::Lua {
+            create: &create,
+            pull: &pull,
+            fulfil: &fulfil,
+        },
+    ];
+    const LABELS: [&str; 3] = [
+        "corral",
+        "corral, FULFILL … NEXT",
+        "BullMQ-style Lua queue (sorted sets)",
+    ];
+    let mut run = |admin: &mut redis::Connection, i: usize, n: usize| {
+        let _: () = redis::cmd("FLUSHALL").query(admin).expect("FLUSHALL");
+        let (secs, per_job) = end_to_end_mixed(&mut conn, sides[i], n);
+        (n as f64 / secs, per_job)
+    };
+    for i in 0..sides.len() {
+        run(&mut admin, i, JOBS / 10);
+    }
+    let mut best = [0.0f64; 3];
+    let mut cmds = [0.0f64; 3];
+    for round in 0..ROUNDS {
+        for i in 0..sides.len() {
+            let (rate, per_job) = run(&mut admin, i, JOBS);
+            eprintln!(
+                "bench:    round {round}: {}: {rate:.0} jobs/s ({per_job:.2} commands per job)",
+                LABELS[i]
+            );
+            best[i] = best[i].max(rate);
+            cmds[i] = per_job;
+        }
+    }
+    report.add(
+        Row::new(
+            FAMILY,
+            "end-to-end throughput with priorities and delays, corral: JOB.CREATE PRIORITY [DELAY] → JOB.PULL → JOB.FULFILL TOKEN",
+            best[0],
+            "jobs/s",
+        )
+        .vs(LABELS[2], best[2])
+        .target(Target::RatioAtLeast(3.0)),
+    );
+    report.add(
+        Row::new(
+            FAMILY,
+            "end-to-end throughput with priorities and delays, corral with FULFILL … NEXT",
+            best[1],
+            "jobs/s",
+        )
+        .vs(LABELS[0], best[0]),
+    );
+    report.add(
+        Row::new(
+            FAMILY,
+            "commands per job, FULFILL … NEXT (create + fulfil-and-pull)",
+            cmds[1],
+            "commands",
+        )
+        .vs("PULL + FULFILL", cmds[0]),
+    );
+
+    // One worker, no pipelining: round trips per job.
+    const SOLO: usize = 20_000;
+    let mut solo = |next: bool| -> f64 {
+        let _: () = redis::cmd("FLUSHALL").query(&mut admin).expect("FLUSHALL");
+        util::load(
+            &mut conn,
+            SOLO,
+            |i| args(&["JOB.CREATE", "solo", &request(i)]),
+            is_int,
+        );
+        let mut w = srv.conn();
+        let t = Instant::now();
+        let mut job: Option<(i64, Vec<u8>, i64)> = redis::cmd("JOB.PULL")
+            .arg("solo")
+            .arg("w")
+            .arg(LEASE_MS)
+            .query(&mut w)
+            .expect("PULL");
+        let mut done = 0;
+        while let Some((id, _, token)) = job {
+            let mut f = redis::cmd("JOB.FULFILL");
+            f.arg("solo").arg(id).arg(VALUE).arg("TOKEN").arg(token);
+            if next {
+                job = f
+                    .arg("NEXT")
+                    .arg("w")
+                    .arg(LEASE_MS)
+                    .query(&mut w)
+                    .expect("FULFILL NEXT");
+            } else {
+                let one: i64 = f.query(&mut w).expect("FULFILL");
+                assert_eq!(one, 1);
+                job = redis::cmd("JOB.PULL")
+                    .arg("solo")
+                    .arg("w")
+                    .arg(LEASE_MS)
+                    .query(&mut w)
+                    .expect("PULL");
+            }
+            done += 1;
+        }
+        assert_eq!(done, SOLO);
+        SOLO as f64 / t.elapsed().as_secs_f64()
+    };
+    let (mut two, mut one) = (0.0f64, 0.0f64);
+    for _ in 0..3 {
+        two = two.max(solo(false));
+        one = one.max(solo(true));
+    }
+    report.add(
+        Row::new(
+            FAMILY,
+            "one worker without pipelining: FULFILL … NEXT (1 round trip per job)",
+            one,
+            "jobs/s",
+        )
+        .vs("PULL + FULFILL (2 round trips per job)", two),
+    );
+}
+
+/// (g) Memory per pending job with a priority (1,000 of them), beyond its request: at most
+/// 150 bytes, measured with Redis's allocator (`used_memory` growth per job, less the
+/// request's 10 bytes) at 1,000,000 jobs; `MEMORY USAGE` (corral's estimate) beside it.
+pub fn memory_priorities(report: &mut Report) {
+    const JOBS: usize = 1_000_000;
+    let (_srv, mut admin, mut conn) = util::start();
+    let (with, ()) = util::footprint(&mut admin, Some("jobs"), || {
+        util::load(
+            &mut conn,
+            JOBS,
+            |i| {
+                args(&[
+                    "JOB.CREATE",
+                    "jobs",
+                    &request(i),
+                    "PRIORITY",
+                    &priority(i).to_string(),
+                ])
+            },
+            is_int,
+        )
+    });
+    let (delayed, ()) = util::footprint(&mut admin, Some("jobs"), || {
+        util::load(
+            &mut conn,
+            JOBS,
+            |i| args(&["JOB.CREATE", "jobs", &request(i), "DELAY", "3600000"]),
+            is_int,
+        )
+    });
+    let n = JOBS as f64;
+    let with = with.per(n);
+    let delayed = delayed.per(n);
+    report.add(
+        Row::new(
+            FAMILY,
+            "used_memory growth per pending job with PRIORITY, beyond its 10-byte request (1,000,000 jobs, 1,000 priorities)",
+            with.growth - 10.0,
+            "bytes",
+        )
+        .target(Target::AtMost(150.0)),
+    );
+    report.add(Row::new(
+        FAMILY,
+        "MEMORY USAGE per pending job with PRIORITY, beyond its request",
+        with.usage.unwrap_or(f64::NAN) - 10.0,
+        "bytes",
+    ));
+    report.add(Row::new(
+        FAMILY,
+        "used_memory growth per delayed job, beyond its 10-byte request (1,000,000 jobs)",
+        delayed.growth - 10.0,
+        "bytes",
+    ));
 }

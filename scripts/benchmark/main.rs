@@ -148,6 +148,26 @@ const SECTIONS: &[Section] = &[
         name: "job/vs-lua",
         run: job::vs_lua,
     },
+    Section {
+        family: "JOB",
+        name: "job/priorities",
+        run: job::priorities,
+    },
+    Section {
+        family: "JOB",
+        name: "job/due",
+        run: job::due,
+    },
+    Section {
+        family: "JOB",
+        name: "job/queue-vs-lua",
+        run: job::vs_lua_priorities,
+    },
+    Section {
+        family: "JOB",
+        name: "job/memory-priorities",
+        run: job::memory_priorities,
+    },
 ];
 
 fn main() {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use super::codec::{self, APPLY_COMMAND};
 use super::ffi::{self, raw, Ctx, Digest, Io, RStr, TypeCallbacks};
-use super::primitive::{Family, Primitive};
+use super::primitive::{Effect, Event, Family, Primitive};
 use super::state::contain;
 use super::state::{self, key_bytes, KeyRef};
 
@@ -140,12 +140,15 @@ unsafe extern "C" fn unlink<F: Primitive>(key: *mut raw::RedisModuleString, v: *
     let key = RStr::from_raw(key);
     contain("unlink", || {
         if let Some(v) = value::<F>(v as *mut c_void) {
-            let mut lapsed = Vec::new();
-            v.lapse(u64::MAX, &mut lapsed);
+            let mut due = Vec::new();
+            v.lapse(u64::MAX, &mut due);
+            // Only lease lapses count: `lapse` also carries a family's other timed effects
+            // (JOB's promotions of delayed jobs, retention deletes, failed attempts).
+            let lapsed = due.iter().filter(|e| e.event() == Event::Lapse).count();
             // An empty value (corral deleting a key it emptied) has nothing to announce.
-            if !lapsed.is_empty() {
+            if lapsed > 0 {
                 let name = key.bytes().to_vec();
-                state::with(|e| e.last_unlinked = Some((name, F::FAMILY, lapsed.len() as u64)));
+                state::with(|e| e.last_unlinked = Some((name, F::FAMILY, lapsed as u64)));
             }
         }
     });

@@ -88,7 +88,7 @@ console.log(`worker-1's lease lapsed (job.lapse event); worker-2 pulled job ${fa
 assert.equal(fastId, id2);
 assert.ok(fastToken > slowToken);
 await assert.rejects(worker.call('JOB.RENEW', store, id2, 'worker-1', 5000),
-  /NOTHELD job \d+ lost to worker-2/);
+  /NOTHELD job \d+ is held by worker-2/);
 await assert.rejects(worker.call('JOB.FULFILL', store, id2, '8', 'TOKEN', slowToken), /^ReplyError: STALE/);
 assert.equal(await worker2.call('JOB.FULFILL', store, id2, '8', 'TOKEN', fastToken), 1);
 console.log('worker-1\'s late fulfil → STALE; worker-2\'s result was stored');
@@ -96,6 +96,48 @@ console.log('worker-1\'s late fulfil → STALE; worker-2\'s result was stored');
 const job = map(await redis.call('JOB.GET', store, id2));
 assert.equal(job.state, 'fulfilled');
 assert.equal(job.value, '8');
+
+// ---- beyond fs-job-store: what BullMQ, Sidekiq and SQS users expect, one command each ----
+const queue = 'queue';
+await redis.del(queue);
+// UNIQUE: a retried enqueue answers the same id and creates nothing.
+const bulk = await redis.call('JOB.CREATE', queue, 'bulk', 'UNIQUE', 'report-42');
+assert.equal(await redis.call('JOB.CREATE', queue, 'bulk', 'UNIQUE', 'report-42'), bulk);
+// PRIORITY: pulled first. DELAY: pending only 300 ms from now.
+const urgent = await redis.call('JOB.CREATE', queue, 'urgent', 'PRIORITY', 10);
+const later = await redis.call('JOB.CREATE', queue, 'later', 'DELAY', 300);
+// ATTEMPTS + BACKOFF: after 2 failed attempts (50 ms, then 100 ms apart) it is `failed`, the
+// dead letter; KEEP: a finished job is deleted 60 s later.
+const poison = await redis.call('JOB.CREATE', queue, 'poison', 'ATTEMPTS', 2, 'BACKOFF', 50, 'KEEP', 60000);
+// One round trip per job: FULFILL … NEXT fulfils, then answers what JOB.PULL would.
+let [jid, , tok] = await worker.call('JOB.PULL', queue, 'w', 5000);
+assert.equal(jid, urgent);
+[jid, , tok] = await worker.call('JOB.FULFILL', queue, jid, 'ok', 'TOKEN', tok, 'NEXT', 'w', 5000);
+assert.equal(jid, bulk);
+[jid, , tok] = await worker.call('JOB.FULFILL', queue, jid, 'ok', 'TOKEN', tok, 'NEXT', 'w', 5000);
+assert.equal(jid, poison);
+assert.equal(await worker.call('JOB.FAIL', queue, poison, 'w', 'boom'), 'delayed');
+[jid] = await worker.call('JOB.PULL', queue, 'w', 5000, 'BLOCK', 5000); // after its backoff
+assert.equal(jid, poison);
+assert.equal(await worker.call('JOB.FAIL', queue, poison, 'w', 'boom again'), 'failed');
+[jid, , tok] = await worker.call('JOB.PULL', queue, 'w', 5000, 'BLOCK', 5000); // once due
+assert.equal(jid, later);
+// A notification worker's heartbeat: RENEW extends its notification lease.
+assert.equal(await redis.call('JOB.QUEUE', queue, later, ta), 1);
+assert.equal(await worker.call('JOB.FULFILL', queue, later, 'ok', 'TOKEN', tok, 'NEXT', 'w', 5000), null);
+const [nid] = await notifier.call('JOB.PULLNOTIFY', queue, 'n', 1000);
+assert.equal(await notifier.call('JOB.RENEW', queue, nid, 'n', 5000), 1);
+assert.equal(await notifier.call('JOB.DONE', queue, nid, 'n', ta), 1);
+// The dead letter: listed, inspected, retried.
+assert.deepEqual(await redis.call('JOB.LIST', queue, 'failed'), [poison]);
+const dead = map(await redis.call('JOB.GET', queue, poison));
+assert.equal(dead.state, 'failed');
+assert.equal(dead.attempts, 2);
+assert.equal(dead.reason, 'boom again');
+assert.equal(await redis.call('JOB.RETRY', queue, poison), 1);
+assert.equal(map(await redis.call('JOB.INFO', queue)).pending, 1);
+console.log(`queue: urgent first, one round trip per job, poison job ${poison} dead-lettered then retried`);
+await redis.del(queue);
 
 await redis.config('SET', 'notify-keyspace-events', events);
 await Promise.all([redis, worker, worker2, notifier, sub].map((c) => c.quit()));

@@ -90,4 +90,44 @@ except redis.ResponseError as e:
     assert str(e).startswith("ALREADY"), e
 assert r.execute_command("JOB.DELETE", store, job_id) == 1 and r.exists(store) == 0
 events.close()
+
+# Beyond fs-job-store: what BullMQ, Sidekiq and SQS users expect, one command each.
+queue = "queue"
+r.delete(queue)
+# UNIQUE: a retried enqueue answers the same id and creates nothing.
+bulk = r.execute_command("JOB.CREATE", queue, "bulk", "UNIQUE", "report-42")
+assert r.execute_command("JOB.CREATE", queue, "bulk", "UNIQUE", "report-42") == bulk
+# PRIORITY: pulled first. DELAY: pending only 300 ms from now.
+urgent = r.execute_command("JOB.CREATE", queue, "urgent", "PRIORITY", 10)
+later = r.execute_command("JOB.CREATE", queue, "later", "DELAY", 300)
+# ATTEMPTS + BACKOFF: after 2 failed attempts it is `failed` (the dead letter); KEEP: a
+# finished job is deleted 60 s later.
+poison = r.execute_command("JOB.CREATE", queue, "poison", "ATTEMPTS", 2, "BACKOFF", 50, "KEEP", 60000)
+# One round trip per job: FULFILL ... NEXT fulfils, then answers what JOB.PULL would.
+jid, _, tok = r.execute_command("JOB.PULL", queue, "w", 5000)
+assert jid == urgent
+jid, _, tok = r.execute_command("JOB.FULFILL", queue, jid, "ok", "TOKEN", tok, "NEXT", "w", 5000)
+assert jid == bulk
+jid, _, tok = r.execute_command("JOB.FULFILL", queue, jid, "ok", "TOKEN", tok, "NEXT", "w", 5000)
+assert jid == poison
+assert r.execute_command("JOB.FAIL", queue, poison, "w", "boom") == "delayed"
+jid, _, tok = r.execute_command("JOB.PULL", queue, "w", 5000, "BLOCK", 5000)  # after its backoff
+assert jid == poison
+assert r.execute_command("JOB.FAIL", queue, poison, "w", "boom again") == "failed"
+jid, _, tok = r.execute_command("JOB.PULL", queue, "w", 5000, "BLOCK", 5000)  # once due
+assert jid == later
+# A notification worker's heartbeat: RENEW extends its notification lease.
+assert r.execute_command("JOB.QUEUE", queue, later, "client-1") == 1
+assert r.execute_command("JOB.FULFILL", queue, later, "ok", "TOKEN", tok, "NEXT", "w", 5000) is None
+nid, _, _, _ = r.execute_command("JOB.PULLNOTIFY", queue, "n", 1000)
+assert r.execute_command("JOB.RENEW", queue, nid, "n", 5000) == 1
+assert r.execute_command("JOB.DONE", queue, nid, "n", "client-1") == 1
+# The dead letter: listed, inspected, retried.
+assert r.execute_command("JOB.LIST", queue, "failed") == [poison]
+dead = r.execute_command("JOB.GET", queue, poison)
+dead = dict(zip(dead[::2], dead[1::2]))
+assert dead["state"] == "failed" and dead["attempts"] == 2 and dead["reason"] == "boom again"
+assert r.execute_command("JOB.RETRY", queue, poison) == 1
+print(f"queue: urgent first, one round trip per job, poison job {poison} dead-lettered then retried")
+r.delete(queue)
 print("ok")

@@ -102,6 +102,79 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(err.code(), Some("ALREADY"), "{err}");
     assert_eq!(job::<i64>(con, "DELETE", id)?, 1);
     assert_eq!(redis::cmd("EXISTS").arg(STORE).query::<i64>(con)?, 0);
+    beyond_fs_job_store(con)?;
     println!("ok");
+    Ok(())
+}
+
+/// `JOB.<cmd> queue args...`
+fn q<T: redis::FromRedisValue>(
+    con: &mut redis::Connection,
+    cmd: &str,
+    args: impl redis::ToRedisArgs,
+) -> redis::RedisResult<T> {
+    redis::cmd(&format!("JOB.{cmd}"))
+        .arg(QUEUE)
+        .arg(args)
+        .query(con)
+}
+
+const QUEUE: &str = "queue";
+
+/// What BullMQ, Sidekiq and SQS users expect of a queue, one command each.
+fn beyond_fs_job_store(con: &mut redis::Connection) -> redis::RedisResult<()> {
+    type Pulled = Option<(i64, String, i64)>;
+    redis::cmd("DEL").arg(QUEUE).exec(con)?;
+    // UNIQUE: a retried enqueue answers the same id and creates nothing.
+    let bulk: i64 = q(con, "CREATE", ("bulk", "UNIQUE", "report-42"))?;
+    assert_eq!(
+        q::<i64>(con, "CREATE", ("bulk", "UNIQUE", "report-42"))?,
+        bulk
+    );
+    // PRIORITY: pulled first. DELAY: pending only 300 ms from now.
+    let urgent: i64 = q(con, "CREATE", ("urgent", "PRIORITY", 10))?;
+    let later: i64 = q(con, "CREATE", ("later", "DELAY", 300))?;
+    // ATTEMPTS + BACKOFF: after 2 failed attempts it is `failed` (the dead letter); KEEP: a
+    // finished job is deleted 60 s later.
+    let args = ("poison", "ATTEMPTS", 2, "BACKOFF", 50, "KEEP", 60000);
+    let poison: i64 = q(con, "CREATE", args)?;
+    // One round trip per job: FULFILL ... NEXT fulfils, then answers what JOB.PULL would.
+    let (jid, _, tok) = q::<Pulled>(con, "PULL", ("w", 5000))?.expect("a job");
+    assert_eq!(jid, urgent);
+    let next = (jid, "ok", "TOKEN", tok, "NEXT", "w", 5000);
+    let (jid, _, tok) = q::<Pulled>(con, "FULFILL", next)?.expect("the next job");
+    assert_eq!(jid, bulk);
+    let next = (jid, "ok", "TOKEN", tok, "NEXT", "w", 5000);
+    let (jid, _, _) = q::<Pulled>(con, "FULFILL", next)?.expect("the next job");
+    assert_eq!(jid, poison);
+    assert_eq!(q::<String>(con, "FAIL", (poison, "w", "boom"))?, "delayed");
+    let again = q::<Pulled>(con, "PULL", ("w", 5000, "BLOCK", 5000))?; // after its backoff
+    assert_eq!(again.expect("the poison job again").0, poison);
+    assert_eq!(
+        q::<String>(con, "FAIL", (poison, "w", "boom again"))?,
+        "failed"
+    );
+    let due = q::<Pulled>(con, "PULL", ("w", 5000, "BLOCK", 5000))?; // once due
+    let (jid, _, tok) = due.expect("the delayed job");
+    assert_eq!(jid, later);
+    // A notification worker's heartbeat: RENEW extends its notification lease.
+    assert_eq!(q::<i64>(con, "QUEUE", (later, "client-1"))?, 1);
+    let last = (later, "ok", "TOKEN", tok, "NEXT", "w", 5000);
+    assert_eq!(q::<Pulled>(con, "FULFILL", last)?, None);
+    let (nid, _, _, _): (i64, String, Vec<String>, i64) = q(con, "PULLNOTIFY", ("n", 1000))?;
+    assert_eq!(q::<i64>(con, "RENEW", (nid, "n", 5000))?, 1);
+    assert_eq!(q::<i64>(con, "DONE", (nid, "n", "client-1"))?, 1);
+    // The dead letter: listed, inspected, retried.
+    assert_eq!(q::<Vec<i64>>(con, "LIST", "failed")?, [poison]);
+    let dead: HashMap<String, redis::Value> = q(con, "GET", poison)?;
+    assert_eq!(redis::from_redis_value::<String>(&dead["state"])?, "failed");
+    assert_eq!(redis::from_redis_value::<i64>(&dead["attempts"])?, 2);
+    assert_eq!(
+        redis::from_redis_value::<String>(&dead["reason"])?,
+        "boom again"
+    );
+    assert_eq!(q::<i64>(con, "RETRY", poison)?, 1);
+    println!("queue: urgent first, one round trip per job, poison job {poison} dead-lettered then retried");
+    redis::cmd("DEL").arg(QUEUE).exec(con)?;
     Ok(())
 }
