@@ -95,7 +95,7 @@ pub fn server_time(report: &mut Report) {
     report.add(
         Row::new(FAMILY, pair_name, best.iter(0), "us")
             .vs(workloads[1].label, best.iter(1))
-            .target(Target::RatioAtMost(1.5))
+            .target(Target::RatioAtMost(1.35))
             .versus(pair_op, Kind::Native, "SET NX PX + DEL"),
     );
     report.add(

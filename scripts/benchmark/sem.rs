@@ -234,6 +234,7 @@ pub fn vs_lua(report: &mut Report) {
             "us",
         )
         .vs("ZREM", best.call(1, 1))
+        .target(Target::RatioAtMost(2.0))
         .versus("SEM.RELEASE alone", Kind::Native, "ZREM"),
     );
 }

@@ -196,7 +196,7 @@ pub fn server_time(report: &mut Report) {
     );
     // value / baseline = Lua's GET over corral's: how many times less server time.
     // Smallest pool first (no target there: Lua's scan is short).
-    for (i, times) in [(0, None), (1, Some(20.0)), (2, Some(80.0))] {
+    for (i, times) in [(0, None), (1, Some(25.0)), (2, Some(80.0))] {
         let row = Row::new(
             FAMILY,
             &format!(
