@@ -1,5 +1,5 @@
 //! The wait queues, pure: clients blocked on keys, FIFO per key and *lane*, findable by key, by
-//! client and by arrival, with their BLOCK deadlines. Generic over what a waiter carries (the
+//! client, and by arrival in BLOCK-deadline order (for those that have a deadline). Generic over what a waiter carries (the
 //! engine's `Waiter` holds a blocked client and its request), so it is model-tested here without
 //! Redis; `state.rs` owns the engine's instance and `waiters.rs` does the blocking.
 //!
@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use ahash::AHashMap;
 
-use super::deadlines::DeadlineIndex;
+use super::deadlines::DeadlineMap;
 use super::keys::KeyRef;
 
 /// Arrival numbers increase with every push: FIFO order, and a waiter's id.
@@ -36,9 +36,8 @@ struct Entry<W> {
 pub struct Queues<W> {
     by_key: AHashMap<KeyRef, BTreeMap<Place, Entry<W>>>,
     by_client: AHashMap<Client, (KeyRef, Place)>,
-    by_arrival: AHashMap<Arrival, (KeyRef, Place)>,
-    /// BLOCK deadlines of the waiters that have one, by arrival.
-    timeouts: DeadlineIndex<Arrival>,
+    /// The waiters that have a BLOCK deadline, by arrival, with where they wait.
+    timeouts: DeadlineMap<Arrival, (KeyRef, Place)>,
     next: Arrival,
 }
 
@@ -47,8 +46,7 @@ impl<W> Default for Queues<W> {
         Self {
             by_key: AHashMap::new(),
             by_client: AHashMap::new(),
-            by_arrival: AHashMap::new(),
-            timeouts: DeadlineIndex::default(),
+            timeouts: DeadlineMap::default(),
             next: 0,
         }
     }
@@ -72,9 +70,8 @@ impl<W> Queues<W> {
             None => KeyRef::from(key),
         };
         self.by_client.insert(client, (k.clone(), place));
-        self.by_arrival.insert(arrival, (k.clone(), place));
         if let Some(at) = deadline {
-            self.timeouts.insert(arrival, at, ());
+            self.timeouts.insert(arrival, at, (k.clone(), place));
         }
         self.by_key
             .entry(k)
@@ -85,7 +82,7 @@ impl<W> Queues<W> {
 
     /// True when anyone waits on any key (a check that needs no key name).
     pub fn anyone_waiting(&self) -> bool {
-        !self.by_arrival.is_empty()
+        !self.by_client.is_empty()
     }
 
     pub fn is_waiting(&self, key: &[u8]) -> bool {
@@ -129,7 +126,6 @@ impl<W> Queues<W> {
             self.by_key.remove(key);
         }
         self.by_client.remove(&e.client);
-        self.by_arrival.remove(&place.arrival);
         self.timeouts.remove(&place.arrival);
         Some(e.waiter)
     }
@@ -140,16 +136,12 @@ impl<W> Queues<W> {
         self.remove(&k, place).map(|w| (k, w))
     }
 
-    /// Removes the waiter that arrived as `arrival`.
-    pub fn remove_arrival(&mut self, arrival: Arrival) -> Option<(KeyRef, W)> {
-        let (k, place) = self.by_arrival.get(&arrival)?.clone();
-        self.remove(&k, place).map(|w| (k, w))
-    }
-
     /// Removes one waiter whose BLOCK deadline is ≤ `now` (earliest first).
     pub fn pop_timed_out(&mut self, now: u64) -> Option<(KeyRef, W)> {
         let arrival = *self.timeouts.due(now).next()?;
-        self.remove_arrival(arrival)
+        let (_, (k, place)) = self.timeouts.get(&arrival)?;
+        let (k, place) = (k.clone(), *place);
+        self.remove(&k, place).map(|w| (k, w))
     }
 
     /// The earliest BLOCK deadline of any waiter.
@@ -251,8 +243,19 @@ mod tests {
                         assert!(m.waiters.iter().all(|w| w.3.is_none_or(|d| d > now)));
                     }
                     _ => {
-                        let a = rng.next(q.next + 1);
-                        assert_eq!(q.remove_arrival(a).map(|(_, w)| w), m.remove(a));
+                        // A key's waiters all leave at once (its key changed type).
+                        let mut served = Vec::new();
+                        while let Some((p, &w)) = q.front(&key) {
+                            assert_eq!(q.remove(&key, p), Some(w));
+                            served.push(w);
+                        }
+                        let mut want: Vec<_> = m.waiters.iter().filter(|w| w.0 == key).collect();
+                        want.sort_by_key(|w| (w.1, w.4));
+                        let want: Vec<Arrival> = want.iter().map(|w| w.4).collect();
+                        assert_eq!(served, want, "lane by lane, in arrival order");
+                        for a in served {
+                            m.remove(a);
+                        }
                     }
                 }
                 // The indexes agree with the model.
