@@ -8,8 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::client::{
-    assert_alive, digest, error_of, info_int, int, int_fields, keyevents, rewrite_aof,
-    subscribe_keyevents,
+    assert_alive, assert_replica_converges, digest, error_of, info_int, int, int_fields, keyevents,
+    rewrite_aof, subscribe_keyevents,
 };
 use common::{wait_until, Server, ServerOptions};
 use redis::{Connection, Value};
@@ -379,8 +379,7 @@ fn replica_digest_matches_after_get_put_lapse_and_handoff() {
     wait_until(Duration::from_secs(10), "lapses on primary", || {
         info(&mut p, "k").unwrap()["leased"] == 1
     });
-    primary.sync_replica(&replica);
-    assert_eq!(digest(&mut p, "k"), digest(&mut r, "k"));
+    assert_replica_converges(&primary, &replica, "k");
     assert_eq!(
         int(&mut r, &["SLOT.COUNT", "k"]),
         int(&mut p, &["SLOT.COUNT", "k"])

@@ -140,6 +140,28 @@ pub fn rewrite_aof(s: &Server) {
     );
 }
 
+/// Asserts that `replica` holds what `primary` holds under `key` (`DEBUG DIGEST-VALUE`), once
+/// the primary is done with what fell due. Reads on a primary show a lease past its deadline as
+/// gone before the primary's timer has lapsed it, so a wait on such a read can end just before
+/// the lapse is applied and replicated: the digests are compared after each catch-up until they
+/// agree, for at most 10 s (a replica that really diverged never agrees).
+pub fn assert_replica_converges(primary: &Server, replica: &Server, key: &str) {
+    let (mut p, mut r) = (primary.conn(), replica.conn());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        primary.sync_replica(replica);
+        let (dp, dr) = (digest(&mut p, key), digest(&mut r, key));
+        if dp == dr {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{key}: the replica's value never matched the primary's ({dr} vs {dp})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `args` encoded as one RESP command (an array of bulk strings).
 pub fn resp(args: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::new();
