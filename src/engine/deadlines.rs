@@ -316,13 +316,7 @@ mod tests {
     fn matches_model() {
         let mut map: DeadlineMap<u32, u8> = DeadlineMap::default();
         let mut model: Vec<(u32, u64, u8)> = Vec::new();
-        let mut seed = 0x9e3779b97f4a7c15u64;
-        let mut rnd = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rnd = crate::engine::testing::rnd(0x9e3779b97f4a7c15u64);
         for step in 0..20_000 {
             let k = rnd(50) as u32;
             let at = rnd(1000);

@@ -61,6 +61,8 @@ pub mod primitive;
 pub mod queues;
 pub mod scheduler;
 pub mod state;
+#[cfg(test)]
+pub mod testing;
 pub mod tokens;
 pub mod txn;
 pub mod waiters;

@@ -178,32 +178,20 @@ mod tests {
         }
     }
 
-    /// A small deterministic generator (xorshift), so the test needs no crate.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-    }
-
     #[test]
     fn agrees_with_a_list_under_random_operations() {
         for seed in 1..200u64 {
-            let mut rng = Rng(seed * 0x9e37_79b9_7f4a_7c15);
+            let mut rnd = crate::engine::testing::rnd(seed * 0x9e37_79b9_7f4a_7c15);
             let mut q: Queues<Arrival> = Queues::default();
             let mut m = Model::default();
             let mut now = 0;
             let mut next_client = 0;
             for _ in 0..300 {
-                let key = vec![b'k', rng.next(3) as u8];
-                match rng.next(7) {
+                let key = vec![b'k', rnd(3) as u8];
+                match rnd(7) {
                     0..=2 => {
-                        let lane = rng.next(3);
-                        let deadline = (rng.next(2) == 0).then(|| now + rng.next(50));
+                        let lane = rnd(3);
+                        let deadline = (rnd(2) == 0).then(|| now + rnd(50));
                         next_client += 1;
                         let expect = q.next;
                         let a = q.push(&key, lane, next_client, deadline, expect);
@@ -212,7 +200,7 @@ mod tests {
                     }
                     3 => {
                         // Serve the head of a lane.
-                        let lane = rng.next(3);
+                        let lane = rnd(3);
                         let got = q.head(&key, lane).map(|(p, &w)| (p, w));
                         assert_eq!(got.map(|g| g.1), m.head(&key, lane), "head");
                         if let Some((p, w)) = got {
@@ -223,7 +211,7 @@ mod tests {
                     4 => {
                         // A client disconnects.
                         if next_client > 0 {
-                            let c = 1 + rng.next(next_client as u64) as Client;
+                            let c = 1 + rnd(next_client as u64) as Client;
                             let expect = m.waiters.iter().find(|w| w.2 == c).map(|w| w.4);
                             let got = q.remove_client(c).map(|(_, w)| w);
                             assert_eq!(got, expect);
@@ -234,7 +222,7 @@ mod tests {
                     }
                     5 => {
                         // Time passes; every waiter past its deadline times out, earliest first.
-                        now += rng.next(20);
+                        now += rnd(20);
                         while let Some((_, w)) = q.pop_timed_out(now) {
                             let (_, _, _, d, a) = m.waiters.iter().find(|x| x.4 == w).unwrap();
                             assert!(d.is_some_and(|d| d <= now), "timed out early");

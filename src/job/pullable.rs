@@ -148,13 +148,7 @@ mod tests {
     fn matches_model() {
         let mut p = Pullable::default();
         let mut model: Vec<(u32, u64)> = Vec::new();
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut rnd = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rnd = crate::engine::testing::rnd(0x1234_5678_9abc_def1u64);
         for step in 0..20_000u64 {
             let id = rnd(300);
             let prio = [0, 0, 1, 7, u32::MAX][rnd(5) as usize];

@@ -1,6 +1,10 @@
 //! Unit and model tests of the job core: each feature on its own, the first edition's encoding
 //! read from real v1 bytes, and a random-operation model check (time passing included)
 //! against a plain reference model.
+//!
+//! Test code only (declared `#[cfg(test)] mod tests;` in `mod.rs`): its `unwrap`s fail a test,
+//! never a server.
+#![cfg(test)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -738,13 +742,7 @@ fn matches_model() {
     }
     let mut model: BTreeMap<u64, MJob> = BTreeMap::new();
     let mut j = Jobs::default();
-    let mut seed = 0x2545f4914f6cdd1du64;
-    let mut rnd = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rnd = crate::engine::testing::rnd(0x2545f4914f6cdd1du64);
     let mut now = 1000u64;
     let mut token = 1u64;
     let targets = [&b"a"[..], b"b", b"c"];

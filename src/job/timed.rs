@@ -99,13 +99,7 @@ mod tests {
     fn matches_model() {
         let mut t: Timed<u8> = Timed::default();
         let mut model: Vec<(u64, u64, u8)> = Vec::new();
-        let mut seed = 0x0bad_cafe_f00d_1234u64;
-        let mut rnd = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rnd = crate::engine::testing::rnd(0x0bad_cafe_f00d_1234u64);
         for step in 0..20_000u64 {
             let id = rnd(100);
             let at = rnd(500);

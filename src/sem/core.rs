@@ -438,13 +438,7 @@ mod tests {
     #[test]
     fn never_over_capacity() {
         let mut s = Sem::default();
-        let mut seed = 12345u64;
-        let mut rnd = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rnd = crate::engine::testing::rnd(12345u64);
         let mut now = 0;
         for token in 1..5000u64 {
             now += rnd(20);

@@ -259,13 +259,7 @@ mod tests {
     /// Random inserts and removes, checked against a BTreeSet after every step.
     #[test]
     fn matches_model() {
-        let mut seed = 0x2545f4914f6cdd1du64;
-        let mut rnd = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rnd = crate::engine::testing::rnd(0x2545f4914f6cdd1du64);
         for range in [70u64, 300, 5000, 300_000] {
             let mut bits = SlotBits::default();
             let mut model = BTreeSet::new();
