@@ -645,42 +645,23 @@ fn fenced_write_refuses_a_lapsed_holder_in_a_script_or_function_but_not_in_multi
         .query(&mut c)
         .unwrap();
 
-    // EVAL: refused for the lapsed holder (NOTHELD) and for an old token of the current holder
-    // (STALE); the data is untouched. The current holder's write goes through.
-    let eval = |c: &mut Connection, holder: &str, token: i64, value: &str| {
-        redis::cmd("EVAL")
-            .arg(FENCED_SET)
-            .arg(2)
-            .arg("{app}:lock")
-            .arg("{app}:data")
-            .arg(holder)
-            .arg(token)
-            .arg(value)
-            .query::<Value>(c)
-    };
-    let (code, detail) = code_and_detail(eval(&mut c, "a", old, "stale-eval"));
-    assert_eq!(code, "NOTHELD", "{detail}");
-    assert!(
-        detail.starts_with("the reservation is held by b"),
-        "{detail}"
-    );
-    let (code, detail) = code_and_detail(eval(&mut c, "b", old, "stale-eval"));
-    assert_eq!(code, "STALE", "{detail}");
-    assert_eq!(data(&mut c).as_deref(), Some("by-b"), "no stale write");
-    assert_eq!(eval(&mut c, "b", new, "eval-by-b").unwrap(), Value::Okay);
-    assert_eq!(data(&mut c).as_deref(), Some("eval-by-b"));
-
-    // FUNCTION LOAD + FCALL: the same.
+    // The script by EVAL, and the same as a function by FCALL: refused for the lapsed holder
+    // (NOTHELD) and for an old token of the current holder (STALE), the data untouched; the
+    // current holder's write goes through.
     let name: String = redis::cmd("FUNCTION")
         .arg("LOAD")
         .arg(FENCING_LIBRARY)
         .query(&mut c)
         .unwrap();
     assert_eq!(name, "fencing");
-    let fcall = |c: &mut Connection, holder: &str, token: i64, value: &str| {
-        redis::cmd("FCALL")
-            .arg("fenced_set")
-            .arg(2)
+    let guarded = |c: &mut Connection, via: &str, holder: &str, token: i64, value: &str| {
+        let mut cmd = redis::cmd(via);
+        cmd.arg(if via == "EVAL" {
+            FENCED_SET
+        } else {
+            "fenced_set"
+        });
+        cmd.arg(2)
             .arg("{app}:lock")
             .arg("{app}:data")
             .arg(holder)
@@ -688,22 +669,26 @@ fn fenced_write_refuses_a_lapsed_holder_in_a_script_or_function_but_not_in_multi
             .arg(value)
             .query::<Value>(c)
     };
-    let (code, detail) = code_and_detail(fcall(&mut c, "a", old, "stale-fcall"));
-    assert_eq!(code, "NOTHELD", "{detail}");
-    assert!(
-        detail.starts_with("the reservation is held by b"),
-        "{detail}"
-    );
-    let (code, detail) = code_and_detail(fcall(&mut c, "b", old, "stale-fcall"));
-    assert_eq!(code, "STALE", "{detail}");
-    assert_eq!(data(&mut c).as_deref(), Some("eval-by-b"), "no stale write");
-    assert_eq!(fcall(&mut c, "b", new, "fcall-by-b").unwrap(), Value::Okay);
-    assert_eq!(data(&mut c).as_deref(), Some("fcall-by-b"));
+    for via in ["EVAL", "FCALL"] {
+        let before = data(&mut c);
+        let (code, detail) = code_and_detail(guarded(&mut c, via, "a", old, "stale"));
+        assert_eq!(code, "NOTHELD", "{via}: {detail}");
+        assert!(
+            detail.starts_with("the reservation is held by b"),
+            "{via}: {detail}"
+        );
+        let (code, detail) = code_and_detail(guarded(&mut c, via, "b", old, "stale"));
+        assert_eq!(code, "STALE", "{via}: {detail}");
+        assert_eq!(data(&mut c), before, "{via}: no stale write");
+        let mine = format!("{via}-by-b");
+        assert_eq!(guarded(&mut c, via, "b", new, &mine).unwrap(), Value::Okay);
+        assert_eq!(data(&mut c), Some(mine), "{via}");
+    }
 
     // Once b's lease is gone too, nobody's old token writes.
     assert_eq!(int(&mut c, &["RESV.RELEASE", "{app}:lock", "b"]), 1);
-    let (code, _) = code_and_detail(fcall(&mut c, "b", new, "after-release"));
+    let (code, _) = code_and_detail(guarded(&mut c, "FCALL", "b", new, "after-release"));
     assert_eq!(code, "NOTHELD");
-    assert_eq!(data(&mut c).as_deref(), Some("fcall-by-b"));
+    assert_eq!(data(&mut c).as_deref(), Some("FCALL-by-b"));
     assert_alive(&s, &mut c);
 }

@@ -427,10 +427,9 @@ pub fn wait<F: Primitive>(
     let flags = ctx.flags();
     let k = key_bytes(ctx.selected_db(), name.bytes());
     let queued = state::with(|e| e.queues.lane_waiting(&k, F::lane(&request)));
-    let (decided, absent) = read::<F, _>(ctx, name, |s, now| {
-        let empty = F::default();
-        let state = s.unwrap_or(&empty);
-        (decide(state, &request, now, queued, 0), s.is_none())
+    let (decided, absent) = read::<F, _>(ctx, name, |s, now| match s {
+        Some(s) => (decide(s, &request, now, queued, 0), false),
+        None => (decide(&F::default(), &request, now, queued, 0), true),
     })?;
     match decided {
         Some((effects, reply)) if effects.is_empty() => Ok(reply),

@@ -727,24 +727,8 @@ impl Jobs {
                     .take(count)
                     .collect()
             }
-            (Listing::Failed, a) => self
-                .failed
-                .range((
-                    a.map_or(Bound::Unbounded, Bound::Excluded),
-                    Bound::Unbounded,
-                ))
-                .map(|e| *e.0)
-                .take(count)
-                .collect(),
-            (Listing::Fulfilled, a) => self
-                .fulfilled
-                .range((
-                    a.map_or(Bound::Unbounded, Bound::Excluded),
-                    Bound::Unbounded,
-                ))
-                .map(|e| *e.0)
-                .take(count)
-                .collect(),
+            (Listing::Failed, a) => ids_after(&self.failed, a, count),
+            (Listing::Fulfilled, a) => ids_after(&self.fulfilled, a, count),
         };
         Ok(ids)
     }
@@ -1190,4 +1174,13 @@ impl Jobs {
     pub fn unique_name(name: &[u8]) -> Name {
         Arc::from(name)
     }
+}
+
+/// Up to `count` ids of `map` (ordered by id), after `after` when given.
+fn ids_after<V>(map: &BTreeMap<u64, V>, after: Option<u64>, count: usize) -> Vec<u64> {
+    let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+    map.range((from, Bound::Unbounded))
+        .map(|e| *e.0)
+        .take(count)
+        .collect()
 }
