@@ -1,7 +1,9 @@
-//! The migration examples are tests: `tests/examples/{node,python,rust}/<name>` each replay one
-//! library's own README flow against corral (ioredis, redis-py, the `redis` crate) and exit
-//! non-zero when a reply is not what corral documents. This file runs every one of them against
-//! a fresh server of its own.
+//! The migration examples and the recipes are tests: `tests/examples/{node,python,rust}/<name>`
+//! each replay one library's own README flow (or one README recipe) against corral (ioredis,
+//! redis-py, the `redis` crate) and exit non-zero when a reply is not what corral documents or
+//! the recipe does not hold what it claims. This file runs every one of them against a fresh
+//! server of its own (`REDIS_URL`); a recipe that needs a replica also gets one
+//! (`REDIS_REPLICA_URL`, already in sync when the program starts).
 //!
 //! What they need: Node with `tests/examples/node/node_modules` (`npm ci` there), a Python with
 //! redis-py (`$CORRAL_PYTHON`, default `target/examples/venv/bin/python`), and the Rust examples,
@@ -28,6 +30,19 @@ const EXAMPLES: [&str; 5] = [
     "semaphore",
     "job_store",
 ];
+
+/// The README's recipes (section "Recipes"), each with the servers it needs.
+const RECIPES: &[(&str, Topology)] = &[];
+
+/// What servers an example runs against.
+#[derive(Clone, Copy)]
+enum Topology {
+    /// One primary: `REDIS_URL`.
+    Single,
+    /// A primary (`REDIS_URL`) and its replica (`REDIS_REPLICA_URL`).
+    #[allow(dead_code)] // until the durable-grants recipe uses it
+    WithReplica,
+}
 
 /// An example that has not finished by then has hung.
 const EXAMPLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -120,16 +135,25 @@ fn build_rust_examples(profile_dir: &Path) -> Result<(), String> {
 /// example's output if one fails. Examples of one language run one at a time: several of
 /// them wait for leases to lapse, which a crowded 2-core machine should not make them miss.
 fn run_all(language: &str, launcher: Launcher) {
+    let examples = EXAMPLES.iter().map(|&name| (name, Topology::Single));
+    run_each(language, launcher, examples.chain(RECIPES.iter().copied()));
+}
+
+fn run_each<'a>(
+    language: &str,
+    launcher: Launcher,
+    examples: impl Iterator<Item = (&'a str, Topology)>,
+) {
     let skip_allowed = skip_allowed();
     let mut failures = Vec::new();
-    for name in EXAMPLES {
+    for (name, topology) in examples {
         let mut cmd = match launcher(name) {
             Ok(cmd) => cmd,
             Err(why) if skip_allowed => {
                 // Written to stderr itself, not through eprintln!, which the test harness
                 // captures: the skip shows in every run, not only with --nocapture.
                 let banner = format!(
-                    "\n{bar}\nSKIPPED: the {language} migration examples did not run: {why}\n\
+                    "\n{bar}\nSKIPPED: the {language} examples did not run: {why}\n\
                      (CORRAL_EXAMPLES=skip; scripts/setup-examples installs what they need)\n{bar}\n",
                     bar = "!".repeat(78)
                 );
@@ -143,9 +167,17 @@ fn run_all(language: &str, launcher: Launcher) {
             ),
         };
         let server = Server::start();
+        cmd.env("REDIS_URL", server.url());
+        let replica = match topology {
+            Topology::Single => None,
+            Topology::WithReplica => Some(Server::replica_of(&server)),
+        };
+        if let Some(replica) = &replica {
+            cmd.env("REDIS_REPLICA_URL", replica.url());
+        }
         let started = Instant::now();
         let log = server.dir().join(format!("{language}-{name}.out"));
-        let output = run_with_timeout(cmd.env("REDIS_URL", server.url()), &log);
+        let output = run_with_timeout(&mut cmd, &log);
         let took = started.elapsed().as_secs_f64();
         match output {
             Ok((true, out)) => println!("{language} {name}: ok in {took:.1} s\n{out}"),
