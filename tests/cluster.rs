@@ -7,8 +7,8 @@
 //! - clients blocked on a key that migrates away are answered with a redirection, never
 //!   granted on the node that gave the slot away.
 //!
-//! The cluster plumbing (start, `--cluster create`, wait for agreement, reshard) is the `net`
-//! module at the end of this file. `redis-cli` is Debian's (Redis 7.0) whatever `REDIS_SERVER`
+//! The cluster plumbing (start, `--cluster create`, wait for agreement, reshard) is
+//! `common::cluster`. `redis-cli` is Debian's (Redis 7.0) whatever `REDIS_SERVER`
 //! says; `REDIS_CLI` overrides it.
 
 mod common;
@@ -17,8 +17,8 @@ use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::cluster::{key_slot, tag_in_slot, Cluster};
 use common::{wait_until, Server};
-use net::{key_slot, Cluster};
 use redis::{cluster::ClusterConnection, Connection, Value};
 
 // ---- small reply helpers ----
@@ -259,14 +259,6 @@ fn hash_tags_colocate_primitives() {
     let _: () = redis::cmd("RESV.INFO").arg(&other).query(&mut c).unwrap();
     let (code, _) = error_of(&mut c, &["EXEC"]);
     assert_eq!(code, "CROSSSLOT");
-}
-
-/// A tag whose keys all hash to `slot` (brute force over `t<n>`).
-fn tag_in_slot(slot: u16) -> String {
-    (0u64..)
-        .map(|n| format!("t{n}"))
-        .find(|t| key_slot(t.as_bytes()) == slot)
-        .unwrap()
 }
 
 /// Resharding a slot that holds one key of every family moves them with their holders,
@@ -601,240 +593,6 @@ fn waiters_of_a_migrating_key_are_redirected_not_granted() {
     assert_eq!(as_int(&pulled[0]), id);
     assert_eq!(corral_info(&cl.nodes[src], "contained_panics"), 0);
     assert_eq!(corral_info(&cl.nodes[dst], "contained_panics"), 0);
-}
-
-/// The cluster plumbing: three primaries, `redis-cli --cluster create`, agreement, reshard.
-mod net {
-    use std::fs::File;
-    use std::process::{Command, Stdio};
-    use std::time::{Duration, Instant};
-
-    use super::common::{info_value, Server, ServerOptions};
-    use redis::cluster::{ClusterClient, ClusterConnection};
-
-    /// How long `redis-cli --cluster …` and the nodes' agreement may take.
-    const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
-
-    /// Redis Cluster's hash slot of a key: CRC16 (XMODEM) of the key, or of its hash tag (the
-    /// bytes between the first `{` and the next `}`, if not empty), modulo 16384.
-    pub fn key_slot(key: &[u8]) -> u16 {
-        let hashed = match key.iter().position(|&b| b == b'{') {
-            Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
-                Some(len) if len > 0 => &key[open + 1..open + 1 + len],
-                _ => key,
-            },
-            None => key,
-        };
-        let mut crc: u16 = 0;
-        for &b in hashed {
-            crc ^= u16::from(b) << 8;
-            for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 {
-                    (crc << 1) ^ 0x1021
-                } else {
-                    crc << 1
-                };
-            }
-        }
-        crc & 0x3fff
-    }
-
-    pub struct Cluster {
-        pub nodes: Vec<Server>,
-        /// Node ids (`CLUSTER MYID`), by index in `nodes`.
-        pub ids: Vec<String>,
-    }
-
-    /// `redis-cli`: `$REDIS_CLI`, else Debian's on PATH (7.0; fine for newer servers too).
-    fn redis_cli() -> String {
-        std::env::var("REDIS_CLI").unwrap_or_else(|_| "redis-cli".to_string())
-    }
-
-    impl Cluster {
-        /// Three primaries with corral loaded, all 16384 slots assigned (node i gets the i-th
-        /// third, as `--cluster create` assigns them), every node agreeing.
-        pub fn start() -> Cluster {
-            let nodes: Vec<Server> = (0..3)
-                .map(|_| {
-                    Server::start_with(
-                        ServerOptions::new()
-                            .config("cluster-enabled", "yes")
-                            // Relative to the server's dir: one per node.
-                            .config("cluster-config-file", "nodes.conf")
-                            .config("cluster-node-timeout", "2000"),
-                    )
-                })
-                .collect();
-            let ids = nodes
-                .iter()
-                .map(|n| {
-                    redis::cmd("CLUSTER")
-                        .arg("MYID")
-                        .query::<String>(&mut n.conn())
-                        .unwrap()
-                })
-                .collect();
-            let cl = Cluster { nodes, ids };
-            let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
-            args.extend(cl.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())));
-            args.push("--cluster-yes".into());
-            cl.cli(&args);
-            cl.wait_agreement();
-            cl
-        }
-
-        /// A cluster client (follows MOVED and ASK), reads may wait up to 40 s (BLOCK).
-        pub fn client(&self) -> ClusterConnection {
-            let urls: Vec<String> = self.nodes.iter().map(|n| n.url()).collect();
-            ClusterClient::builder(urls)
-                .response_timeout(Duration::from_secs(40))
-                .build()
-                .and_then(|c| c.get_connection())
-                .unwrap_or_else(|e| panic!("cluster client: {e}"))
-        }
-
-        /// Index of the node that serves `slot`, as node 0 sees it (all nodes agree after
-        /// `start` and `reshard`).
-        pub fn owner(&self, slot: u16) -> usize {
-            let owner = self.slot_owners(0)[usize::from(slot)]
-                .clone()
-                .unwrap_or_else(|| panic!("slot {slot} has no owner"));
-            self.ids.iter().position(|id| *id == owner).unwrap()
-        }
-
-        /// The lowest slot `node` serves: the one `--cluster reshard` moves first.
-        pub fn lowest_slot(&self, node: usize) -> u16 {
-            let owners = self.slot_owners(node);
-            let slot = owners
-                .iter()
-                .position(|o| o.as_deref() == Some(self.ids[node].as_str()))
-                .expect("node serves no slot");
-            slot as u16
-        }
-
-        /// `redis-cli --cluster reshard`: moves `slots` slots (the lowest ones) with their keys
-        /// from node `from` to node `to`, then waits until every node agrees.
-        pub fn reshard(&self, from: usize, to: usize, slots: u32) {
-            let args: Vec<String> = vec![
-                "--cluster".into(),
-                "reshard".into(),
-                format!("127.0.0.1:{}", self.nodes[from].port()),
-                "--cluster-from".into(),
-                self.ids[from].clone(),
-                "--cluster-to".into(),
-                self.ids[to].clone(),
-                "--cluster-slots".into(),
-                slots.to_string(),
-                "--cluster-yes".into(),
-            ];
-            self.cli(&args);
-            self.wait_agreement();
-        }
-
-        /// Runs redis-cli with a bounded wait; panics with its output unless it succeeded
-        /// without an `[ERR]`.
-        fn cli(&self, args: &[String]) {
-            let out_path = self.nodes[0].dir().join("redis-cli.out");
-            let out = File::create(&out_path).expect("redis-cli output file");
-            let mut child = Command::new(redis_cli())
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().expect("dup"))
-                .stderr(out)
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot run {} (apt-get install redis-tools): {e}",
-                        redis_cli()
-                    )
-                });
-            let deadline = Instant::now() + CLUSTER_TIMEOUT;
-            let status = loop {
-                if let Some(status) = child.try_wait().expect("waiting for redis-cli") {
-                    break Some(status);
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            let output = std::fs::read_to_string(&out_path).unwrap_or_default();
-            match status {
-                Some(s) if s.success() && !output.contains("[ERR]") => {}
-                _ => panic!(
-                    "redis-cli {} failed ({status:?}):\n{output}",
-                    args.join(" ")
-                ),
-            }
-        }
-
-        /// Per slot, the id of its owner as `node` sees it (CLUSTER NODES).
-        fn slot_owners(&self, node: usize) -> Vec<Option<String>> {
-            let text: String = redis::cmd("CLUSTER")
-                .arg("NODES")
-                .query(&mut self.nodes[node].conn())
-                .unwrap();
-            let mut owners = vec![None; 16384];
-            for line in text.lines() {
-                let mut f = line.split(' ');
-                let Some(id) = f.next() else { continue };
-                for range in f.skip(7).filter(|r| !r.starts_with('[')) {
-                    let (a, b) = range.split_once('-').unwrap_or((range, range));
-                    let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) else {
-                        continue;
-                    };
-                    for o in &mut owners[a..=b.min(16383)] {
-                        *o = Some(id.to_string());
-                    }
-                }
-            }
-            owners
-        }
-
-        /// Waits until every node says `cluster_state:ok`, knows all three nodes, and sees the
-        /// same owner for every slot, with no slot migrating or importing.
-        fn wait_agreement(&self) {
-            let deadline = Instant::now() + CLUSTER_TIMEOUT;
-            loop {
-                let states: Vec<String> = self
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        let info: String = redis::cmd("CLUSTER")
-                            .arg("INFO")
-                            .query(&mut n.conn())
-                            .unwrap();
-                        format!(
-                            "{:?}/{:?}",
-                            info_value(&info, "cluster_state"),
-                            info_value(&info, "cluster_known_nodes")
-                        )
-                    })
-                    .collect();
-                let views: Vec<Vec<Option<String>>> =
-                    (0..self.nodes.len()).map(|i| self.slot_owners(i)).collect();
-                let ok = states.iter().all(|s| s == "Some(\"ok\")/Some(\"3\")")
-                    && views.iter().all(|v| *v == views[0])
-                    && views[0].iter().all(Option::is_some);
-                let settled = self.nodes.iter().all(|n| {
-                    let text: String = redis::cmd("CLUSTER")
-                        .arg("NODES")
-                        .query(&mut n.conn())
-                        .unwrap();
-                    !text.contains("->-") && !text.contains("-<-")
-                });
-                if ok && settled {
-                    return;
-                }
-                if Instant::now() >= deadline {
-                    panic!("the cluster did not agree within {CLUSTER_TIMEOUT:?}: {states:?}");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
 }
 
 /// A job store with delayed, failed (dead-letter), retained and unique jobs moves with its

@@ -35,10 +35,13 @@
 //!
 //! Client helpers the test files share (`int`, `error_of`, `digest`, reply parsing,
 //! `rewrite_aof`, `raw_command`) live in [`client`]; a raw RESP client for pipelines and many
-//! sockets in [`raw`].
+//! sockets in [`raw`]; a Redis Cluster of these servers in [`cluster`]; the contention
+//! workload and its history checker (tests/contention.rs, tests/under_fire.rs) in [`contend`].
 #![allow(dead_code)]
 
 pub mod client;
+pub mod cluster;
+pub mod contend;
 pub mod raw;
 
 use std::fs::{self, File, OpenOptions};
@@ -429,6 +432,16 @@ impl Server {
         self.note("kill9_and_restart: SIGKILL");
         self.kill9();
         self.respawn_same_port();
+    }
+
+    /// SIGKILL and no restart: the server is gone (a crashed machine). Dropping it later only
+    /// removes its dir.
+    pub fn crash(&self) {
+        self.note("crash: SIGKILL");
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Waits until `replica` has processed everything this primary had produced
