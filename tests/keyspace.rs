@@ -191,3 +191,75 @@ fn swapdb_keeps_deadlines_of_moved_keys() {
     });
     assert_eq!(int(&mut c, &["EXISTS", "k"]), 0);
 }
+
+/// `CLIENT PAUSE WRITE` (what a `CLUSTER FAILOVER` or `FAILOVER` does while handing over, and a
+/// `SHUTDOWN` waiting for replicas): leases falling due meanwhile lapse once the pause ends,
+/// never during it — Redis aborts if a write is propagated while clients are paused (it did:
+/// a permit of a semaphore that kept another one lapsed inside the pause, and Redis 7.0
+/// asserted). Reads during the pause already answer as if they had lapsed, like an expired key.
+#[test]
+fn leases_due_during_client_pause_lapse_after_it() {
+    // With the AOF on, every lapse is propagated: the case that aborted.
+    let srv = Server::with_config(&[("appendonly", "yes")]);
+    let mut c = srv.conn();
+    let sem_lapses = |s: &Server| -> u64 {
+        s.info_field("corral", "corral_sem_lapses")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // A permit that falls due while the key lives on (the other permit keeps it).
+    assert!(int(&mut c, &["SEM.ACQUIRE", "s", "short", "2", "200"]) > 0);
+    assert!(int(&mut c, &["SEM.ACQUIRE", "s", "long", "2", "60000"]) > 0);
+    // A job whose work lease falls due (a JOB key has no TTL), and a slot.
+    let job = int(&mut c, &["JOB.CREATE", "j", "r"]);
+    let pulled = value(&mut c, &["JOB.PULL", "j", "w", "200"]);
+    assert!(matches!(pulled, Value::Array(_)), "{pulled:?}");
+    let _: Value = redis::cmd("SLOT.GET")
+        .arg("p")
+        .arg("HOLDER")
+        .arg("h")
+        .arg("TTL")
+        .arg(200)
+        .query(&mut c)
+        .unwrap();
+    let _: Value = redis::cmd("SLOT.GET")
+        .arg("p")
+        .arg("HOLDER")
+        .arg("h2")
+        .arg("TTL")
+        .arg(60000)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query(&mut c)
+        .unwrap();
+    thread::sleep(Duration::from_millis(700));
+    // Inside the pause: alive, nothing lapsed yet, but reads see the due permit gone.
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    assert_eq!(sem_lapses(&srv), 0, "a lapse was written during the pause");
+    assert_eq!(
+        field(&value(&mut c, &["SEM.INFO", "s"]), "permits"),
+        Value::Int(1)
+    );
+    // After it: everything due lapsed, and the server never aborted.
+    wait_until(
+        Duration::from_secs(10),
+        "the lapses after the pause",
+        || sem_lapses(&srv) == 1,
+    );
+    let got = value(&mut c, &["JOB.GET", "j", &job.to_string()]);
+    assert_eq!(field(&got, "holder"), Value::Nil, "{got:?}");
+    wait_until(Duration::from_secs(10), "the slot lapse", || {
+        field(&value(&mut c, &["SLOT.INFO", "p"]), "leased") == Value::Int(1)
+    });
+    assert_eq!(
+        srv.info_field("corral", "corral_contained_panics")
+            .as_deref(),
+        Some("0")
+    );
+}

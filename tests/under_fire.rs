@@ -9,7 +9,9 @@
 //!   (grants the old primary made may be lost, then the later grant's token must be larger)
 //!   in between. Clients follow `-MOVED`/`-ASK` as a cluster client does.
 //! - **a crash**: a primary and its replica; the primary is `kill -9`ed mid-run, the replica
-//!   promoted (`REPLICAOF NO ONE`), a new replica attached, clients reconnect — twice. Half the
+//!   promoted (`REPLICAOF NO ONE`), a new replica attached, clients reconnect; then again, but
+//!   the replica is promoted 300 ms *before* the old primary dies (a partition: the old primary
+//!   keeps granting to its clients, and all of that is lost). Half the
 //!   workers send `WAIT 1` after every change and count a grant only once it is confirmed: their
 //!   grants must never overlap anything, across the crash. The other half do not wait: a grant
 //!   they got from the crashed primary may overlap a later one, whose token must then be larger.
@@ -154,17 +156,35 @@ fn a_crashed_primary_loses_no_confirmed_grant_and_fencing_orders_the_rest() {
         for round in 0..2 {
             thread::sleep(secs / 3);
             let (old, new) = (servers.len() - 2, servers.len() - 1);
-            servers[old].crash();
-            let _: () = redis::cmd("REPLICAOF")
-                .arg("NO")
-                .arg("ONE")
-                .query(&mut servers[new].conn())
-                .unwrap();
+            let promote = || {
+                let _: () = redis::cmd("REPLICAOF")
+                    .arg("NO")
+                    .arg("ONE")
+                    .query(&mut servers[new].conn())
+                    .unwrap();
+            };
+            if round == 0 {
+                // A crash: the replica has everything the primary sent before it died.
+                servers[old].crash();
+                promote();
+            } else {
+                // A partition: the replica is promoted while the old primary still serves its
+                // clients for a while, then dies. What it granted meanwhile is lost (WAIT
+                // answers 0 there: the Wait workers count none of it).
+                promote();
+                thread::sleep(Duration::from_millis(300));
+                servers[old].crash();
+            }
             sh.set_primary(servers[new].port());
             sh.failed_over(servers[old].port(), true);
             println!(
-                "  round {round}: primary :{} crashed, :{} promoted",
+                "  round {round}: primary :{} {}, :{} promoted",
                 servers[old].port(),
+                if round == 0 {
+                    "crashed"
+                } else {
+                    "cut off, then crashed"
+                },
                 servers[new].port()
             );
             let next = Server::replica_of(&servers[new]);

@@ -108,6 +108,15 @@ pub fn now_ms() -> u64 {
     ms.max(0) as u64
 }
 
+/// True while Redis holds writes back: `CLIENT PAUSE` (WRITE or ALL), a `CLUSTER FAILOVER`
+/// or `FAILOVER` handing over to a replica, a `SHUTDOWN` waiting for its replicas. Redis then
+/// expires and evicts nothing, and aborts (`areClientsPaused()` assertion) if anything is
+/// propagated — so the deadline timer must not lapse leases either until it ends.
+pub fn writes_paused() -> bool {
+    // SAFETY: AvoidReplicaTraffic takes no arguments and only reads the server's pause state.
+    unsafe { api!(RedisModule_AvoidReplicaTraffic)() != 0 }
+}
+
 /// Reports `ms` spent in `event` to Redis's latency monitor (`LATENCY LATEST`, `LATENCY
 /// HISTORY <event>`), which keeps it only when it reaches `latency-monitor-threshold`.
 pub fn latency_sample(event: &CStr, ms: u64) {

@@ -5,6 +5,8 @@
 //! fires on a primary, every due key is checked: its lapsed leases lapse and waiters are served,
 //! exactly as a command would do it, and the key is scheduled again at its next deadline.
 //! On a replica the timer does nothing: deadlines stay scheduled, and fire once it is promoted.
+//! While Redis pauses writes (`CLIENT PAUSE`, a failover handing over) it waits, as Redis's
+//! own expiry does.
 
 use std::ffi::c_void;
 use std::time::{Duration, Instant};
@@ -14,6 +16,9 @@ use super::ffi::{self, raw, Ctx, KeyHolds, OwnedStr, Reply};
 use super::state::contain;
 use super::state::{self, split_key, KeyRef};
 use super::waiters;
+
+/// While Redis holds writes back (`ffi::writes_paused`), the timer looks again this often.
+const PAUSED_RETRY_MS: u64 = 10;
 
 /// How long one timer tick works through due keys before letting Redis serve clients again.
 /// (A single key is always finished: lapsing what one key holds is one atomic change.)
@@ -59,6 +64,14 @@ unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
     contain("deadline timer", || {
         state::with(|e| e.timer = None);
         if !ctx.is_primary() {
+            return;
+        }
+        if ffi::writes_paused() {
+            // A pause (CLIENT PAUSE, a failover handing over, a SHUTDOWN waiting for replicas):
+            // Redis expires nothing meanwhile and must not see a write, so lapses wait too —
+            // reads already answer as if the due leases had lapsed, as for an expired key.
+            let id = ffi::create_timer(ctx, PAUSED_RETRY_MS, on_timer);
+            state::with(|e| e.timer = Some((id, ffi::now_ms() + PAUSED_RETRY_MS)));
             return;
         }
         // Keys due now, earliest first. Checking one can schedule others (a hand-off), so the

@@ -342,7 +342,7 @@ impl Cluster {
         owners
     }
 
-    /// Waits until every node says `cluster_state:ok`, knows all three nodes, and sees the
+    /// Waits until every node says `cluster_state:ok`, knows every node, and sees the
     /// same owner for every slot, with no slot migrating or importing.
     fn wait_agreement(&self) {
         let deadline = Instant::now() + CLUSTER_TIMEOUT;
@@ -364,7 +364,8 @@ impl Cluster {
                 .collect();
             let views: Vec<Vec<Option<String>>> =
                 (0..self.nodes.len()).map(|i| self.slot_owners(i)).collect();
-            let ok = states.iter().all(|s| s == "Some(\"ok\")/Some(\"3\")")
+            let want = format!("Some(\"ok\")/Some(\"{}\")", self.nodes.len());
+            let ok = states.iter().all(|s| *s == want)
                 && views.iter().all(|v| *v == views[0])
                 && views[0].iter().all(Option::is_some);
             let settled = self.nodes.iter().all(|n| {
@@ -378,7 +379,15 @@ impl Cluster {
                 return;
             }
             if Instant::now() >= deadline {
-                panic!("the cluster did not agree within {CLUSTER_TIMEOUT:?}: {states:?}");
+                let differ: Vec<usize> =
+                    (0..views.len()).filter(|&i| views[i] != views[0]).collect();
+                let unowned = views[0].iter().filter(|o| o.is_none()).count();
+                panic!(
+                    "the cluster did not agree within {CLUSTER_TIMEOUT:?}: {states:?}; nodes \
+                     whose slot map differs from node 0's: {differ:?}; slots without an owner \
+                     for node 0: {unowned}; a slot still migrating: {}",
+                    !settled
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -1094,7 +1094,13 @@ impl Op<'_> {
                     .push((call.recv, format!("{what} ok (:{})", call.node)));
                 End::Done
             }
-            Outcome::Error(e) if e.starts_with("NOTHELD") || e.starts_with("ALREADY") => {
+            // NOJOB: the job itself is gone — created by a primary that failed before its
+            // replica had it.
+            Outcome::Error(e)
+                if e.starts_with("NOTHELD")
+                    || e.starts_with("ALREADY")
+                    || e.starts_with("NOJOB") =>
+            {
                 g.history
                     .push((call.recv, format!("{what}: {e} (:{})", call.node)));
                 if call.recv < old_end && !g.unconfirmed && !g.may_be_lost(&faults) {
@@ -1536,7 +1542,8 @@ fn job_violations(
         fulfils.entry((f.key.as_str(), f.job)).or_default().push(f);
     }
     for ((key, job), fs) in &fulfils {
-        let accepted: Vec<&&Fulfil> = fs.iter().filter(|f| !f.unknown).collect();
+        let mut accepted: Vec<&&Fulfil> = fs.iter().filter(|f| !f.unknown).collect();
+        accepted.sort_by_key(|f| f.t_send);
         // Twice only when every earlier one was lost in a failover, with larger tokens after.
         let (earlier, last) = accepted.split_at(accepted.len().saturating_sub(1));
         let excused = earlier.iter().all(|f| f.may_be_lost(faults))
