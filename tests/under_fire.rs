@@ -95,7 +95,11 @@ fn a_live_reshard_and_cluster_failovers_under_load_break_no_promise() {
                 // The replica takes over node 0's shard: gracefully, then by force, in turn.
                 let force = (step / 6) % 2 == 0;
                 let old = cl.nodes[shard[0]].port();
+                let from = sh.now();
                 cl.failover(shard[1], force);
+                if !force {
+                    sh.paused_since(from);
+                }
                 shard.swap(0, 1);
                 cl.wait_replica_synced(shard[1]);
                 sh.failed_over(old, force);
