@@ -256,6 +256,70 @@ fn timeout_and_disconnect_leave_the_queue() {
     );
 }
 
+/// A waiter first in line that times out or disconnects may be what held the others back (it
+/// wanted two permits, one is free): the next one is served the moment it leaves, not at its
+/// own timeout (it used to wait its whole BLOCK and get nil with a permit free all along).
+#[test]
+fn the_next_waiter_is_served_when_the_first_times_out_or_disconnects() {
+    let s = Server::start();
+    let mut c = s.conn();
+    acquire(&mut c, "sem", "a", 3, 60_000, 2, None).unwrap();
+    // First in line: two permits, one free; it gives up after 300 ms.
+    let url = s.url();
+    let big = thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        acquire(&mut c, "sem", "big", 3, 60_000, 2, Some(300))
+    });
+    wait_until(Duration::from_secs(10), "big queued", || {
+        waiters(&mut c, "sem") == 1
+    });
+    // Behind it (FIFO): one permit, would fit, waits up to 20 s.
+    let start = Instant::now();
+    let mut c2 = s.conn();
+    assert!(acquire(&mut c2, "sem", "small", 3, 60_000, 1, Some(20_000)).is_some());
+    let waited = start.elapsed();
+    assert_eq!(big.join().unwrap(), None);
+    assert!(
+        waited < Duration::from_secs(10),
+        "served {waited:?} after asking: not when the first in line timed out"
+    );
+    // The same when the first in line disconnects.
+    int(&mut c, &["SEM.RELEASE", "sem", "small"]);
+    let raw = raw_command(
+        s.port(),
+        &[
+            b"SEM.ACQUIRE",
+            b"sem",
+            b"gone",
+            b"3",
+            b"1000",
+            b"PERMITS",
+            b"2",
+            b"BLOCK",
+            b"0",
+        ],
+    );
+    wait_until(Duration::from_secs(10), "gone queued", || {
+        waiters(&mut c, "sem") == 1
+    });
+    let url = s.url();
+    let small = thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        acquire(&mut c, "sem", "small2", 3, 60_000, 1, Some(20_000))
+    });
+    wait_until(Duration::from_secs(10), "small2 queued", || {
+        waiters(&mut c, "sem") == 2
+    });
+    let start = Instant::now();
+    drop(raw);
+    assert!(small.join().unwrap().is_some());
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "served {:?} after the first in line left",
+        start.elapsed()
+    );
+}
+
 #[test]
 fn replica_digest_equal_after_acquire_renew_lapse_handoff() {
     let primary = Server::start();

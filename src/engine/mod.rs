@@ -136,6 +136,7 @@ pub fn init(ctx: Ctx, families: &[FamilyDef]) -> Result<(), String> {
     check_families(families)?;
     ffi::check_api().map_err(|f| format!("this server lacks {f} (corral needs Redis ≥ 7.0)"))?;
     command::create_acl_category(ctx);
+    state::with(|e| e.arm_scheduler = scheduler::arm);
     command::register(ctx, &[command::<Apply>()])?;
     for f in families {
         (f.register)(ctx)?;

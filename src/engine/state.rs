@@ -69,6 +69,10 @@ pub struct Engine {
     pub families: Vec<&'static dyn FamilyOps>,
     /// The corral value Redis removed last: (key name, family, leases it still held).
     pub last_unlinked: Option<(Vec<u8>, Family, u64)>,
+    /// Arms the deadline timer for the schedule's earliest key: the scheduler's `arm`, set by
+    /// `engine::init`. Held here so that code below the scheduler (a waiter leaving its queue)
+    /// can put a key in the schedule and wake it without depending on it.
+    pub arm_scheduler: fn(Ctx),
 }
 
 impl Engine {
@@ -83,6 +87,7 @@ impl Engine {
             wait_timer: None,
             families: Vec::new(),
             last_unlinked: None,
+            arm_scheduler: |_| {},
         }
     }
 

@@ -8,7 +8,9 @@
 //! A waiter leaves its queue exactly once, by one of: being served (`finish`), its BLOCK
 //! timeout, its client disconnecting, or its key becoming unusable (`fail_all`). Each path
 //! removes it from the queue first and then calls `RedisModule_UnblockClient`, which Redis
-//! requires for every blocked client.
+//! requires for every blocked client. A waiter that times out or disconnects may have been
+//! what held the others back (first in line for two permits, one free): its key is then put
+//! in the schedule for a look at once, which serves whoever can be served now.
 //!
 //! BLOCK timeouts are corral's own, not Redis's: Redis 7.0 drops the reply of a module-blocked
 //! client that was unblocked (granted) and then timed out in the same event-loop iteration
@@ -100,15 +102,17 @@ unsafe extern "C" fn on_wait_timer(ctx: *mut ffi::raw::RedisModuleCtx, _data: *m
         state::with(|e| e.wait_timer = None);
         let now = ffi::now_ms();
         while let Some(bc) = state::with(|e| {
-            let (_, w) = e.queues.pop_timed_out(now)?;
+            let (key, w) = e.queues.pop_timed_out(now)?;
             let c = &mut e.counters[w.family.index()];
             c.waiting -= 1;
             c.timeouts += 1;
+            look_at_rest(e, key);
             Some(w.bc)
         }) {
             ffi::unblock_client(bc, Some(Box::new(Reply::Nil)));
         }
         arm_wait_timer(ctx);
+        wake_scheduler(ctx);
     });
 }
 
@@ -155,21 +159,36 @@ unsafe extern "C" fn on_timeout(
 }
 
 unsafe extern "C" fn on_disconnect(
-    _ctx: *mut ffi::raw::RedisModuleCtx,
+    ctx: *mut ffi::raw::RedisModuleCtx,
     bc: *mut ffi::raw::RedisModuleBlockedClient,
 ) {
-    // SAFETY: the handle Redis passed to this disconnect callback.
-    let bc = unsafe { ffi::disconnected(bc) };
+    // SAFETY: ctx is the disconnect callback's context; bc the handle Redis passed with it.
+    let (ctx, bc) = unsafe { (Ctx::from_raw(ctx), ffi::disconnected(bc)) };
     contain("blocked disconnect", || {
         let removed = state::with(|e| {
-            let (_, w) = e.queues.remove_client(bc.id())?;
+            let (key, w) = e.queues.remove_client(bc.id())?;
             e.counters[w.family.index()].waiting -= 1;
+            look_at_rest(e, key);
             Some(())
         });
         if removed.is_some() {
             ffi::unblock_client(bc, None);
+            wake_scheduler(ctx);
         }
     });
+}
+
+/// A waiter left `key`'s queue without being served: if others still wait there, the key
+/// gets a look at once (not here: serving writes, which belongs in the scheduler's timer).
+fn look_at_rest(e: &mut state::Engine, key: state::KeyRef) {
+    if e.queues.is_waiting(&key) {
+        e.schedule.set_earlier(key, 0);
+    }
+}
+
+fn wake_scheduler(ctx: Ctx) {
+    let arm = state::with(|e| e.arm_scheduler);
+    arm(ctx);
 }
 
 unsafe extern "C" fn on_free(_ctx: *mut ffi::raw::RedisModuleCtx, privdata: *mut c_void) {
