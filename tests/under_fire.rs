@@ -91,9 +91,9 @@ fn a_live_reshard_and_cluster_failovers_under_load_break_no_promise() {
         while started.elapsed() < secs {
             thread::sleep(Duration::from_millis(400));
             step += 1;
-            if step % 6 == 0 {
+            if step.is_multiple_of(6) {
                 // The replica takes over node 0's shard: gracefully, then by force, in turn.
-                let force = (step / 6) % 2 == 0;
+                let force = (step / 6).is_multiple_of(2);
                 let old = cl.nodes[shard[0]].port();
                 let from = sh.now();
                 cl.failover(shard[1], force);

@@ -187,6 +187,8 @@ pub struct Grant {
     pub t_recv: u64,
     /// The conservative end of validity (µs).
     pub end: u64,
+    /// A `-NOTHELD` (or the like) received before `end`: (when, from which node).
+    pub reported_lost: Option<(u64, u16)>,
     /// What happened to it, with times, for violation reports.
     pub history: Vec<(u64, String)>,
 }
@@ -886,6 +888,7 @@ impl Op<'_> {
             t_send: call.last_send,
             t_recv: call.recv,
             end: (call.last_send + ttl * 1000).saturating_sub(EPSILON_US),
+            reported_lost: None,
             history: vec![
                 (
                     call.first_send,
@@ -1001,22 +1004,13 @@ impl Op<'_> {
                 None
             }
             Outcome::Error(e) if e.starts_with("NOTHELD") || e.starts_with("ALREADY") => {
-                let sh = self.sh;
-                let faults = sh.faults.lock().unwrap();
                 let g = &mut self.log.grants[idx];
                 g.history
                     .push((call.first_send, format!("renew sent (ttl {ttl2} ms)")));
                 g.history
                     .push((call.recv, format!("renew: {e} (:{})", call.node)));
-                // (An answer from a primary that was then demoted may come from its stale view.)
-                if call.recv < g.end
-                    && !g.may_be_lost(&faults)
-                    && !faults.may_lose(call.node, call.recv)
-                {
-                    self.log.violations.push(format!(
-                        "lease reported lost before its deadline:\n    {}",
-                        g.describe()
-                    ));
+                if call.recv < g.end {
+                    g.reported_lost = Some((call.recv, call.node));
                 }
                 Some(End::Done)
             }
@@ -1112,8 +1106,6 @@ impl Op<'_> {
 
     /// Records how the release (or fulfilment) of grant `idx` ended.
     fn ended(&mut self, idx: usize, call: &Call, what: &str) -> End {
-        let sh = self.sh;
-        let faults = sh.faults.lock().unwrap();
         let key = self.log.grants[idx].key.clone();
         let g = &mut self.log.grants[idx];
         // The server cannot free it before the command was sent.
@@ -1135,15 +1127,8 @@ impl Op<'_> {
             {
                 g.history
                     .push((call.recv, format!("{what}: {e} (:{})", call.node)));
-                if call.recv < old_end
-                    && !g.unconfirmed
-                    && !g.may_be_lost(&faults)
-                    && !faults.may_lose(call.node, call.recv)
-                {
-                    self.log.violations.push(format!(
-                        "lease reported lost before its deadline:\n    {}",
-                        g.describe()
-                    ));
+                if call.recv < old_end {
+                    g.reported_lost = Some((call.recv, call.node));
                 }
                 End::Done
             }
@@ -1152,10 +1137,7 @@ impl Op<'_> {
                 self.log.lost += 1;
                 End::Reconnect
             }
-            _ => {
-                drop(faults);
-                self.odd(what, &key, call)
-            }
+            _ => self.odd(what, &key, call),
         }
     }
 }
@@ -1524,6 +1506,18 @@ pub fn check(logs: &[Log], faults: &Faults, jobs: &BTreeMap<String, BTreeSet<i64
     }
     violations.extend(token_violations(&grants));
     violations.extend(job_violations(logs, faults, jobs));
+    // No lease reported lost before its deadline — unless a failover may have lost it, or the
+    // answer came from a primary that was being demoted (its view was stale).
+    for g in &grants {
+        if let Some((at, node)) = g.reported_lost {
+            if !g.unconfirmed && !g.may_be_lost(faults) && !faults.may_lose(node, at) {
+                violations.push(format!(
+                    "lease reported lost before its deadline:\n    {}",
+                    g.describe()
+                ));
+            }
+        }
+    }
     // Every waiter answered within its timeout + the margin — unless Redis itself held the
     // command back meanwhile (a graceful failover pauses the old primary's clients).
     for w in logs.iter().flat_map(|l| &l.slow_waits) {
