@@ -108,6 +108,16 @@ pub fn now_ms() -> u64 {
     ms.max(0) as u64
 }
 
+/// The wall clock in microseconds, for fencing tokens' time component (`tokens::ticks_at`):
+/// the same clock as `now_ms` (Redis's `mstime` is gettimeofday's), read finer. Redis 7.0 has
+/// no module call for it.
+pub fn now_us() -> u64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+        Err(_) => now_ms().saturating_mul(1000),
+    }
+}
+
 /// True while Redis holds writes back: `CLIENT PAUSE` (WRITE or ALL), a `CLUSTER FAILOVER`
 /// or `FAILOVER` handing over to a replica, a `SHUTDOWN` waiting for its replicas. Redis then
 /// expires and evicts nothing, and aborts (`areClientsPaused()` assertion) if anything is

@@ -1,18 +1,28 @@
 //! Fencing tokens: 64-bit, strictly increasing per key for the life of the key *and* across the
 //! key's deletion and re-creation, restarts, replication and failover.
 //!
-//! A token is `max(highest token this server has seen + 1, key's last token + 1, now_ms × 1024)`.
+//! A token is `max(highest token this server has seen + 1, key's last token + 1, now in ticks)`,
+//! where a tick is 1/1024 ms (`ticks_at(now_us)` = now_us × 1024 / 1000: the clock read to the
+//! microsecond, on the scale tokens have always had, `now_ms × 1024`).
 //! - "highest seen" covers deletion and re-creation within one process lifetime; replicas raise it
 //!   from every token they apply, so a promoted replica continues above its old primary.
 //! - the key's own last token survives RDB, AOF and replication with the key.
-//! - `now_ms × 1024` covers a key re-created after a restart: it exceeds every token issued before
-//!   unless the server issued more than 1024 tokens per millisecond on average (it cannot come
-//!   close) or its clock stepped backwards across the restart.
+//! - the clock covers a key re-created after a restart: it exceeds every token issued before
+//!   unless the server issued more than one token per tick on average (it cannot come close) or
+//!   its clock stepped backwards across the restart. It also orders tokens that two nodes issue
+//!   for one key without having seen each other's: a key deleted on one node and re-created on
+//!   another after its slot moved, or both sides of a `CLUSTER FAILOVER FORCE` granting for a
+//!   moment. Read to the microsecond (with the nodes' clocks in sync), two such grants a few
+//!   microseconds apart are ordered and never equal; at millisecond resolution, two grants in
+//!   the same millisecond could carry the same token.
 
 use std::cell::Cell;
 
-/// Tokens per millisecond of clock that the time component reserves.
-const PER_MS: u64 = 1024;
+/// The clock in ticks (1/1024 ms) at `now_us` microseconds since the epoch.
+pub fn ticks_at(now_us: u64) -> u64 {
+    // × 1024 / 1000, without overflow for the next 200,000 years.
+    now_us.saturating_mul(128) / 125
+}
 
 /// The server-wide high-water mark. Only the main thread touches it.
 pub struct Mint {
@@ -26,15 +36,15 @@ impl Mint {
         }
     }
 
-    /// The token a grant on a key whose last token was `key_last` would carry now. It is
-    /// committed by `observe` once the grant is applied.
-    pub fn peek(&self, now_ms: u64, key_last: u64) -> u64 {
-        next_token(self.highest.get(), key_last, now_ms)
+    /// The token a grant on a key whose last token was `key_last` would carry at `now_ticks`
+    /// ([`ticks_at`]). It is committed by `observe` once the grant is applied.
+    pub fn peek(&self, now_ticks: u64, key_last: u64) -> u64 {
+        next_token(self.highest.get(), key_last, now_ticks)
     }
 
     /// Peek and commit at once.
-    pub fn issue(&self, now_ms: u64, key_last: u64) -> u64 {
-        let t = self.peek(now_ms, key_last);
+    pub fn issue(&self, now_ticks: u64, key_last: u64) -> u64 {
+        let t = self.peek(now_ticks, key_last);
         self.observe(t);
         t
     }
@@ -58,11 +68,11 @@ impl Default for Mint {
 }
 
 /// The pure rule, separated for tests.
-pub fn next_token(highest: u64, key_last: u64, now_ms: u64) -> u64 {
+pub fn next_token(highest: u64, key_last: u64, now_ticks: u64) -> u64 {
     highest
         .saturating_add(1)
         .max(key_last.saturating_add(1))
-        .max(now_ms.saturating_mul(PER_MS))
+        .max(now_ticks)
 }
 
 #[cfg(test)]
@@ -93,10 +103,25 @@ mod tests {
         let old = Mint::new();
         let mut t_old = 0;
         for _ in 0..1000 {
-            t_old = old.issue(1000, 0);
+            t_old = old.issue(ticks_at(1_000_000), 0);
         }
         let new = Mint::new();
-        assert!(new.issue(1001, 0) > t_old);
+        assert!(new.issue(ticks_at(1_001_000), 0) > t_old);
+    }
+
+    #[test]
+    fn ticks_keep_the_millisecond_scale_and_order_microseconds() {
+        // The same scale as ever: a whole millisecond is 1024 ticks.
+        assert_eq!(ticks_at(1_000), 1024);
+        assert_eq!(ticks_at(1_838_541_927_861 * 1000), 1_838_541_927_861 * 1024);
+        // Two nodes that have not seen each other's tokens, a few µs apart in one millisecond:
+        // ordered, never equal.
+        let (a, b) = (Mint::new(), Mint::new());
+        let now = 1_838_541_927_861_000u64;
+        let first = a.issue(ticks_at(now + 100), 0);
+        let second = b.issue(ticks_at(now + 105), 0);
+        assert!(second > first, "{second} after {first}");
+        assert!(ticks_at(u64::MAX) > 0);
     }
 
     #[test]

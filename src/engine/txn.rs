@@ -21,6 +21,7 @@ use super::primitive::{decide, Effect, Effects, Family, Primitive};
 use super::queues::Place;
 use super::scheduler;
 use super::state::{self, key_bytes, FamilyOps, KeyBytes, KeyRef};
+use super::tokens;
 use super::waiters;
 
 enum Value<F> {
@@ -133,10 +134,11 @@ impl<F: Primitive> Txn<F> {
         self.name
     }
 
-    /// The fencing token a grant made now would carry.
+    /// The fencing token a grant made now would carry (its time component read to the
+    /// microsecond: `tokens.rs` says why).
     pub fn token(&self) -> u64 {
         let last = self.state().last_token();
-        state::with(|e| e.mint.peek(self.now, last))
+        state::with(|e| e.mint.peek(token_clock(), last))
     }
 
     /// Applies effects in order; each raises its notification and bumps its counter.
@@ -310,7 +312,7 @@ fn serve<F: Primitive>(txn: &mut Txn<F>) {
             let Some(req) = w.request.downcast_ref::<F::Request>() else {
                 return Some(Next::Mismatch(place));
             };
-            let token = e.mint.peek(now, txn.state().last_token());
+            let token = e.mint.peek(token_clock(), txn.state().last_token());
             // The head of its lane: nobody is ahead of it.
             Some(match decide(txn.state(), req, now, false, token) {
                 Some((effects, _)) if !primary && !effects.is_empty() => {
@@ -519,4 +521,9 @@ impl<F: Primitive> FamilyOps for Ops<F> {
             .map(|_| Reply::Ok)
             .map_err(|e| Error::msg(format!("ERR CORRAL._APPLY: {e}")))
     }
+}
+
+/// The clock for a fencing token's time component, in ticks (`tokens::ticks_at`).
+fn token_clock() -> u64 {
+    tokens::ticks_at(ffi::now_us())
 }
