@@ -102,7 +102,7 @@ fn a_live_reshard_and_cluster_failovers_under_load_break_no_promise() {
                 }
                 shard.swap(0, 1);
                 cl.wait_replica_synced(shard[1]);
-                sh.failed_over(old, force);
+                sh.failed_over(old, force.then_some(from));
                 println!(
                     "  {:>6.1} s  CLUSTER FAILOVER{}: node {} is node 0's shard's primary",
                     started.elapsed().as_secs_f64(),
@@ -167,20 +167,25 @@ fn a_crashed_primary_loses_no_confirmed_grant_and_fencing_orders_the_rest() {
                     .query(&mut servers[new].conn())
                     .unwrap();
             };
-            if round == 0 {
+            let cut = if round == 0 {
                 // A crash: the replica has everything the primary sent before it died.
                 servers[old].crash();
-                promote();
+                sh.now()
             } else {
                 // A partition: the replica is promoted while the old primary still serves its
                 // clients for a while, then dies. What it granted meanwhile is lost (WAIT
                 // answers 0 there: the Wait workers count none of it).
+                let cut = sh.now();
                 promote();
                 thread::sleep(Duration::from_millis(300));
                 servers[old].crash();
+                cut
+            };
+            if round == 0 {
+                promote();
             }
             sh.set_primary(servers[new].port());
-            sh.failed_over(servers[old].port(), true);
+            sh.failed_over(servers[old].port(), Some(cut));
             println!(
                 "  round {round}: primary :{} {}, :{} promoted",
                 servers[old].port(),

@@ -304,9 +304,11 @@ pub struct Log {
 /// What the harness did to the servers while the workers ran.
 #[derive(Default)]
 pub struct Faults {
-    /// (time µs, port) — the node stopped being a primary at about that time (killed, or
-    /// failed over). A grant it made before then may be lost.
-    pub demoted: Vec<(u64, u16)>,
+    /// (since, until, port), µs — the node stopped being a primary by `until` (killed, or
+    /// failed over): a grant it made before then may be lost. From `since` its view diverged
+    /// from the new primary's (a partition, a forced failover under way; `since` = `until` for
+    /// a plain crash): what it did from then on, nobody else saw.
+    pub demoted: Vec<(u64, u64, u16)>,
     /// (from, to) µs: a graceful failover held clients' commands back (Redis pauses writes on
     /// the old primary while the replica catches up).
     pub pauses: Vec<(u64, u64)>,
@@ -321,7 +323,14 @@ impl Faults {
     fn may_lose(&self, node: u16, t: u64) -> bool {
         self.demoted
             .iter()
-            .any(|&(at, port)| port == node && at >= t)
+            .any(|&(_, until, port)| port == node && until >= t)
+    }
+
+    /// Whether `node` acted on a diverged view at `t` (see `demoted`).
+    fn diverged(&self, node: u16, t: u64) -> bool {
+        self.demoted
+            .iter()
+            .any(|&(since, until, port)| port == node && since <= t && t <= until)
     }
 
     /// Whether `[from, to)` overlaps a pause.
@@ -365,14 +374,16 @@ impl Shared {
 
     /// Tells the checker that a failover happened and `old_primary` can no longer grant (it was
     /// killed, or it is a replica now). Call it *after* that, so every grant the node made
-    /// comes before this time. `may_lose`: whether grants it made may be missing on the new
-    /// primary (a crash or `CLUSTER FAILOVER FORCE`; not a graceful `CLUSTER FAILOVER`, which
-    /// waits for the replica to catch up — the checker then holds it to losing nothing).
-    pub fn failed_over(&self, old_primary: u16, may_lose: bool) {
+    /// comes before this time. `lost_since`: `None` when nothing can be lost (a graceful
+    /// `CLUSTER FAILOVER` waits for the replica to catch up — the checker then holds it to
+    /// losing nothing); else grants the node made may be missing on the new primary, and from
+    /// that time on (µs: a partition's start, when `FORCE` was sent, the crash itself) its
+    /// view diverged from the new primary's.
+    pub fn failed_over(&self, old_primary: u16, lost_since: Option<u64>) {
         let t = self.now();
         let mut f = self.faults.lock().unwrap();
-        if may_lose {
-            f.demoted.push((t, old_primary));
+        if let Some(since) = lost_since {
+            f.demoted.push((since.min(t), t, old_primary));
         }
         f.failovers += 1;
     }
@@ -1466,8 +1477,13 @@ pub fn check(logs: &[Log], faults: &Faults, jobs: &BTreeMap<String, BTreeSet<i64
     });
     for (a, b) in exclusive {
         // A grant lost in a failover (made by a node that was then demoted, and never
-        // confirmed by a replica) may overlap the new primary's; the new one's token is larger.
-        let excused = a.may_be_lost(faults) && a.node != b.node && b.token > a.token;
+        // confirmed by a replica) may overlap another — the new primary's, or, on the old
+        // primary once its view diverged, a grant whose lease the new primary extended — and
+        // the later of the two always has the larger token.
+        let lost = |g: &Grant| {
+            g.may_be_lost(faults) && (a.node != b.node || faults.diverged(g.node, g.t_recv))
+        };
+        let excused = (lost(a) || lost(b)) && b.token > a.token;
         if excused {
             lost_grants += 1;
             continue;
