@@ -35,6 +35,7 @@ const EXAMPLES: [&str; 5] = [
 const RECIPES: &[(&str, Topology)] = &[
     ("lease_keeper", Topology::Single),
     ("rwlock", Topology::Single),
+    ("leader_election", Topology::Single),
 ];
 
 /// What servers an example runs against.
