@@ -77,7 +77,11 @@ class LeaseKeeper:
         while not self._stop.is_set():
             # Wait for an event until the next renewal is due (in short slices, so stop() is quick).
             wait = min(max(next_renewal - time.monotonic(), 0), 0.05)
-            msg = self._events.get_message(timeout=wait)
+            try:
+                msg = self._events.get_message(timeout=wait)
+            except redis.ConnectionError:  # redis-py subscribes again when it reconnects
+                msg = None
+                time.sleep(wait)
             if msg and msg["type"] == "message" and msg["data"] == f"{self.lease.family}.lapse":
                 self._renew("a lapse event")
             elif time.monotonic() >= next_renewal:

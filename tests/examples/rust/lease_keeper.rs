@@ -181,6 +181,11 @@ fn keep(
             Ok(msg) if msg.get_payload::<String>().ok().as_deref() == Some(lapse.as_str()) => {
                 "a lapse event"
             }
+            // A broken events connection is not retried: the renewals still tell the truth.
+            Err(e) if !e.is_timeout() && !interrupted(&e) && Instant::now() < next_renewal => {
+                std::thread::sleep(wait);
+                continue;
+            }
             _ if Instant::now() >= next_renewal => {
                 next_renewal = Instant::now() + interval;
                 "its heartbeat"
