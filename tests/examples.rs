@@ -32,7 +32,11 @@ const EXAMPLES: [&str; 5] = [
 ];
 
 /// The README's recipes (section "Recipes"), each with the servers it needs.
-const RECIPES: &[(&str, Topology)] = &[];
+const RECIPES: &[(&str, Topology)] = &[
+    ("lease_keeper", Topology::Single),
+    ("rwlock", Topology::Single),
+    ("leader_election", Topology::Single),
+];
 
 /// What servers an example runs against.
 #[derive(Clone, Copy)]
