@@ -32,7 +32,9 @@ const EXAMPLES: [&str; 5] = [
 ];
 
 /// The README's recipes (section "Recipes"), each with the servers it needs.
-const RECIPES: &[(&str, Topology)] = &[];
+const RECIPES: &[(&str, Topology)] = &[
+    ("durable_grants", Topology::WithReplica),
+];
 
 /// What servers an example runs against.
 #[derive(Clone, Copy)]
@@ -40,7 +42,6 @@ enum Topology {
     /// One primary: `REDIS_URL`.
     Single,
     /// A primary (`REDIS_URL`) and its replica (`REDIS_REPLICA_URL`).
-    #[allow(dead_code)] // until the durable-grants recipe uses it
     WithReplica,
 }
 
