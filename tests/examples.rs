@@ -34,6 +34,7 @@ const EXAMPLES: [&str; 5] = [
 /// The README's recipes (section "Recipes"), each with the servers it needs.
 const RECIPES: &[(&str, Topology)] = &[
     ("durable_grants", Topology::WithReplica),
+    ("worker_pool", Topology::Single),
 ];
 
 /// What servers an example runs against.
