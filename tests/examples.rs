@@ -36,6 +36,8 @@ const RECIPES: &[(&str, Topology)] = &[
     ("lease_keeper", Topology::Single),
     ("rwlock", Topology::Single),
     ("leader_election", Topology::Single),
+    ("durable_grants", Topology::WithReplica),
+    ("worker_pool", Topology::Single),
 ];
 
 /// What servers an example runs against.
@@ -44,7 +46,6 @@ enum Topology {
     /// One primary: `REDIS_URL`.
     Single,
     /// A primary (`REDIS_URL`) and its replica (`REDIS_REPLICA_URL`).
-    #[allow(dead_code)] // until the durable-grants recipe uses it
     WithReplica,
 }
 
