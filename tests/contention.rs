@@ -8,7 +8,7 @@
 //! The workload and the checker are `common::contend` (its docs say exactly what is checked);
 //! `tests/under_fire.rs` runs them through a live reshard and failovers.
 //!
-//! `CORRAL_CONTENTION_SECS` (default 15) sets how long the clients run,
+//! `CORRAL_CONTENTION_SECS` (default 10) sets how long the clients run,
 //! `CORRAL_CONTENTION_SEED` replays a run's random choices.
 
 mod common;
@@ -25,7 +25,7 @@ const WORKERS: usize = 100;
 
 #[test]
 fn hundred_clients_contend_with_kills_and_nothing_is_ever_held_twice() {
-    let secs = contend::seconds("CORRAL_CONTENTION_SECS", 15);
+    let secs = contend::seconds("CORRAL_CONTENTION_SECS", 10);
     let seed = contend::seed("CORRAL_CONTENTION_SEED");
     println!("contention: {WORKERS} clients for {secs} s, seed {seed} (CORRAL_CONTENTION_SEED)");
     let srv = Server::start();

@@ -108,9 +108,9 @@ pub fn now_ms() -> u64 {
     ms.max(0) as u64
 }
 
-/// The wall clock in microseconds, for fencing tokens' time component (`tokens::ticks_at`):
-/// the same clock as `now_ms` (Redis's `mstime` is gettimeofday's), read finer. Redis 7.0 has
-/// no module call for it.
+/// The wall clock in microseconds: the same clock as `now_ms` (Redis's `mstime` reads
+/// gettimeofday), read finer, for fencing tokens' time component (`tokens::ticks_at`). A
+/// command's transaction reads it once for both. Redis 7.0 has no module call for it.
 pub fn now_us() -> u64 {
     match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
         Ok(d) => u64::try_from(d.as_micros()).unwrap_or(u64::MAX),

@@ -49,7 +49,11 @@ pub struct Txn<F: Primitive> {
     /// True when the scheduler took the key off its schedule to look at it (`Ops::check`): the
     /// commit must schedule it again.
     unscheduled: bool,
+    /// The server clock when the key was opened: `now` in ms (deadlines), `ticks` for the
+    /// time component of fencing tokens (`tokens::ticks_at`, read to the microsecond) — one
+    /// clock read for both.
     now: u64,
+    ticks: u64,
     flags: CtxFlags,
 }
 
@@ -70,6 +74,7 @@ impl<F: Primitive> Txn<F> {
             }
             Err(e) => return Err(e),
         };
+        let now_us = ffi::now_us();
         Ok(Self {
             ctx,
             name,
@@ -80,7 +85,8 @@ impl<F: Primitive> Txn<F> {
             expires_before,
             next_before,
             unscheduled: false,
-            now: ffi::now_ms(),
+            now: now_us / 1000,
+            ticks: tokens::ticks_at(now_us),
             flags,
         })
     }
@@ -138,7 +144,7 @@ impl<F: Primitive> Txn<F> {
     /// microsecond: `tokens.rs` says why).
     pub fn token(&self) -> u64 {
         let last = self.state().last_token();
-        state::with(|e| e.mint.peek(token_clock(), last))
+        state::with(|e| e.mint.peek(self.ticks, last))
     }
 
     /// Applies effects in order; each raises its notification and bumps its counter.
@@ -312,7 +318,7 @@ fn serve<F: Primitive>(txn: &mut Txn<F>) {
             let Some(req) = w.request.downcast_ref::<F::Request>() else {
                 return Some(Next::Mismatch(place));
             };
-            let token = e.mint.peek(token_clock(), txn.state().last_token());
+            let token = e.mint.peek(txn.ticks, txn.state().last_token());
             // The head of its lane: nobody is ahead of it.
             Some(match decide(txn.state(), req, now, false, token) {
                 Some((effects, _)) if !primary && !effects.is_empty() => {
@@ -521,9 +527,4 @@ impl<F: Primitive> FamilyOps for Ops<F> {
             .map(|_| Reply::Ok)
             .map_err(|e| Error::msg(format!("ERR CORRAL._APPLY: {e}")))
     }
-}
-
-/// The clock for a fencing token's time component, in ticks (`tokens::ticks_at`).
-fn token_clock() -> u64 {
-    tokens::ticks_at(ffi::now_us())
 }
