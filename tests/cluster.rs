@@ -8,16 +8,18 @@
 //!   granted on the node that gave the slot away.
 //!
 //! The cluster plumbing (start, `--cluster create`, wait for agreement, reshard) is
-//! `common::cluster`. `redis-cli` is Debian's (Redis 7.0) whatever `REDIS_SERVER`
+//! `tests/common/cluster.rs`. `redis-cli` is Debian's (Redis 7.0) whatever `REDIS_SERVER`
 //! says; `REDIS_CLI` overrides it.
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
 
 use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::cluster::{key_slot, tag_in_slot, Cluster};
+use cluster::{key_slot, tag_in_slot, Cluster};
 use common::{wait_until, Server};
 use redis::{cluster::ClusterConnection, Connection, Value};
 

@@ -5,21 +5,25 @@
 //! conservative validity interval, and the history is checked afterwards: never two holders at
 //! once, never a semaphore over capacity, tokens strictly increasing per key, no lease reported
 //! lost before its deadline, every waiter answered in time, every job fulfilled exactly once.
-//! The workload and the checker are `common::contend` (its docs say exactly what is checked);
+//! The workload and the checker are `tests/common/contend.rs` (its docs say exactly what is checked);
 //! `tests/under_fire.rs` runs them through a live reshard and failovers.
 //!
 //! `CORRAL_CONTENTION_SECS` (default 10) sets how long the clients run,
 //! `CORRAL_CONTENTION_SEED` replays a run's random choices.
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
+#[path = "common/contend.rs"]
+mod contend;
 
 use std::collections::BTreeMap;
 use std::thread;
 use std::time::Duration;
 
 use common::client::assert_alive;
-use common::contend::{self, Durability, Family, Keys, Shared, Topology, Workload};
 use common::Server;
+use contend::{Durability, Family, Keys, Shared, Topology, Workload};
 
 const WORKERS: usize = 100;
 

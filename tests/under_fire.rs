@@ -1,4 +1,4 @@
-//! Promises under fire: the contention workload of `tests/contention.rs` (`common::contend`:
+//! Promises under fire: the contention workload of `tests/contention.rs` (`tests/common/contend.rs`:
 //! RESV, SEM, SLOT and JOB keys, BLOCK waits, renewals, abandoned leases, client kills) runs
 //! while the servers change under it, and its history must still check clean:
 //!
@@ -20,17 +20,21 @@
 //! `CORRAL_FIRE_SECS` (default 15 for the reshard run; the crash run takes two thirds of it) sets
 //! how long; `CORRAL_FIRE_SEED` replays a run's random choices.
 
+#[path = "common/cluster.rs"]
+mod cluster;
 mod common;
+#[path = "common/contend.rs"]
+mod contend;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use cluster::{key_slot, tag_in_slot, Cluster};
 use common::client::assert_alive;
-use common::cluster::{key_slot, tag_in_slot, Cluster};
-use common::contend::{self, Durability, Family, Keys, Log, Report, Shared, Topology, Workload};
 use common::Server;
+use contend::{Durability, Family, Keys, Log, Report, Shared, Topology, Workload};
 
 /// Clients in each run.
 const WORKERS: usize = 50;

@@ -1,11 +1,13 @@
 //! A Redis Cluster of test servers: primaries with corral loaded, `redis-cli --cluster create`,
 //! agreement, resharding (with `redis-cli`, or slot by slot with `CLUSTER SETSLOT` and
-//! `MIGRATE`), replicas and failovers.
+//! `MIGRATE`), replicas and failovers. Included by the tests that use it:
+//! `#[path = "common/cluster.rs"] mod cluster;` (next to `mod common;`).
+#![allow(dead_code)]
 use std::fs::File;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{info_value, Server, ServerOptions};
+use crate::common::{info_value, Server, ServerOptions};
 use redis::cluster::{ClusterClient, ClusterConnection};
 
 /// How long `redis-cli --cluster …` and the nodes' agreement may take.

@@ -41,6 +41,10 @@
 //! got from a primary that later failed may overlap a grant of the new primary — the promise then
 //! is that the later grant's token is larger (fencing orders them) and that nothing else breaks.
 //! The harness tells the checker when which node stopped being a primary ([`Faults`]).
+//!
+//! Included by the tests that use it, with `common` and `cluster`:
+//! `#[path = "common/contend.rs"] mod contend;`.
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -51,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Cmd, Connection, RedisError, Value};
 
-use super::cluster::key_slot;
+use crate::cluster::key_slot;
 
 /// The server's clock has millisecond resolution: a deadline may be up to this much (µs)
 /// earlier than `t_send + ttl` on our clock.
@@ -1261,7 +1265,7 @@ pub fn drain_jobs(sh: &Arc<Shared>, keys: &Keys, log: &mut Log) {
                     let Outcome::Reply(v) = info.outcome else {
                         continue;
                     };
-                    let f = super::client::int_fields(v).unwrap_or_default();
+                    let f = crate::common::client::int_fields(v).unwrap_or_default();
                     if f.get("pending") == Some(&0) && f.get("delayed") == Some(&0) {
                         break;
                     }
