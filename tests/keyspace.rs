@@ -202,61 +202,83 @@ fn leases_due_during_client_pause_lapse_after_it() {
     // With the AOF on, every lapse is propagated: the case that aborted.
     let srv = Server::with_config(&[("appendonly", "yes")]);
     let mut c = srv.conn();
-    let sem_lapses = |s: &Server| -> u64 {
-        s.info_field("corral", "corral_sem_lapses")
+    let lapses = |s: &Server, family: &str| -> u64 {
+        s.info_field("corral", &format!("corral_{family}_lapses"))
             .unwrap()
             .parse()
             .unwrap()
     };
-    // A permit that falls due while the key lives on (the other permit keeps it).
-    assert!(int(&mut c, &["SEM.ACQUIRE", "s", "short", "2", "200"]) > 0);
+    // What outlives the pause: a permit that keeps the semaphore key, a slot that keeps the
+    // pool, a job (a JOB key has no TTL).
     assert!(int(&mut c, &["SEM.ACQUIRE", "s", "long", "2", "60000"]) > 0);
-    // A job whose work lease falls due (a JOB key has no TTL), and a slot.
-    let job = int(&mut c, &["JOB.CREATE", "j", "r"]);
-    let pulled = value(&mut c, &["JOB.PULL", "j", "w", "200"]);
-    assert!(matches!(pulled, Value::Array(_)), "{pulled:?}");
     let _: Value = redis::cmd("SLOT.GET")
         .arg("p")
         .arg("HOLDER")
-        .arg("h")
-        .arg("TTL")
-        .arg(200)
-        .query(&mut c)
-        .unwrap();
-    let _: Value = redis::cmd("SLOT.GET")
-        .arg("p")
-        .arg("HOLDER")
-        .arg("h2")
+        .arg("long")
         .arg("TTL")
         .arg(60000)
         .query(&mut c)
         .unwrap();
+    let job = int(&mut c, &["JOB.CREATE", "j", "r"]);
+    // What falls due inside it: one lease of each, then the pause at once.
+    const TTL_MS: u64 = 1_000;
+    let granted = std::time::Instant::now();
+    assert!(
+        int(
+            &mut c,
+            &["SEM.ACQUIRE", "s", "short", "2", &TTL_MS.to_string()]
+        ) > 0
+    );
+    let pulled = value(&mut c, &["JOB.PULL", "j", "w", &TTL_MS.to_string()]);
+    assert!(matches!(pulled, Value::Array(_)), "{pulled:?}");
+    let _: Value = redis::cmd("SLOT.GET")
+        .arg("p")
+        .arg("HOLDER")
+        .arg("short")
+        .arg("TTL")
+        .arg(TTL_MS)
+        .query(&mut c)
+        .unwrap();
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(1500)
+        .arg(10_000)
         .arg("WRITE")
         .query(&mut c)
         .unwrap();
-    thread::sleep(Duration::from_millis(700));
-    // Inside the pause: alive, nothing lapsed yet, but reads see the due permit gone.
+    let paused_after = granted.elapsed();
+    assert!(
+        paused_after < Duration::from_millis(TTL_MS / 2),
+        "the machine is too slow for this test: the pause began {paused_after:?} after the grants"
+    );
+    // Inside the pause, well past the deadlines: alive, nothing lapsed, but reads see the due
+    // leases gone.
+    thread::sleep(Duration::from_millis(TTL_MS + 1_000).saturating_sub(granted.elapsed()));
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
-    assert_eq!(sem_lapses(&srv), 0, "a lapse was written during the pause");
+    for family in ["sem", "slot", "job"] {
+        assert_eq!(
+            lapses(&srv, family),
+            0,
+            "a {family} lapse was written during the pause"
+        );
+    }
     assert_eq!(
         field(&value(&mut c, &["SEM.INFO", "s"]), "permits"),
         Value::Int(1)
     );
+    let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query(&mut c).unwrap();
     // After it: everything due lapsed, and the server never aborted.
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         "the lapses after the pause",
-        || sem_lapses(&srv) == 1,
+        || ["sem", "slot", "job"].iter().all(|f| lapses(&srv, f) == 1),
     );
     let got = value(&mut c, &["JOB.GET", "j", &job.to_string()]);
     assert_eq!(field(&got, "holder"), Value::Nil, "{got:?}");
-    wait_until(Duration::from_secs(10), "the slot lapse", || {
-        field(&value(&mut c, &["SLOT.INFO", "p"]), "leased") == Value::Int(1)
-    });
+    assert_eq!(
+        field(&value(&mut c, &["SLOT.INFO", "p"]), "leased"),
+        Value::Int(1)
+    );
     assert_eq!(
         srv.info_field("corral", "corral_contained_panics")
             .as_deref(),
