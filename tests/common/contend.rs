@@ -555,28 +555,12 @@ impl Router {
         let mut redirects = 0;
         let mut longest = (0, 0);
         loop {
-            let port = match asking.or_else(|| self.route(key)) {
-                Some(p) => p,
-                None => {
-                    if sh.now() > give_up {
-                        return self.finish(
-                            Outcome::Lost,
-                            first_send,
-                            first_send,
-                            0,
-                            longest,
-                            redirects,
-                        );
-                    }
-                    thread::sleep(Duration::from_millis(20));
-                    self.slots.fill(0);
-                    continue;
-                }
-            };
-            let ask = asking.take().is_some();
-            let Some(c) = self.connection(port) else {
-                // Refused: the node is down (a failover is under way) or restarting.
+            let target = asking.or_else(|| self.route(key));
+            let Some(port) = target.filter(|&p| self.connection(p).is_some()) else {
+                // No owner known for the slot yet, or the node refused the connection (down: a
+                // failover is under way): look again shortly.
                 if sh.now() > give_up {
+                    let port = target.unwrap_or(0);
                     return self.finish(
                         Outcome::Lost,
                         first_send,
@@ -588,8 +572,11 @@ impl Router {
                 }
                 thread::sleep(Duration::from_millis(20));
                 self.slots.fill(0);
+                asking = None;
                 continue;
             };
+            let ask = asking.take().is_some();
+            let c = self.conns.get_mut(&port).expect("connected just above");
             if ask && redis::cmd("ASKING").query::<()>(c).is_err() {
                 self.drop_connection(port);
                 continue;
