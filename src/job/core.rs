@@ -409,7 +409,7 @@ impl Jobs {
     pub fn job(&self, id: u64) -> Option<&Job> {
         self.pullable
             .get(id)
-            .or_else(|| self.working.get(id).map(|h| &h.value))
+            .or_else(|| self.working.get(id).map(|(_, h)| &h.value))
             .or_else(|| self.fulfilled.get(&id).map(|f| &f.job))
             .or_else(|| self.delayed.get(id).map(|(_, j)| j))
             .or_else(|| self.failed.get(&id))
@@ -444,7 +444,7 @@ impl Jobs {
     /// The live work lease on a pending job, for `worker`.
     fn work_held(&self, id: u64, worker: &[u8], now: u64) -> Result<&Held<Job>, Refusal> {
         match self.working.get(id) {
-            Some(h) if h.deadline > now => {
+            Some((deadline, h)) if deadline > now => {
                 if *h.lease.worker == *worker {
                     Ok(h)
                 } else {
@@ -470,7 +470,7 @@ impl Jobs {
             });
         };
         match self.notifying.get(id) {
-            Some(h) if h.deadline > now => {
+            Some((deadline, h)) if deadline > now => {
                 if *h.lease.worker == *worker {
                     Ok(f)
                 } else {
@@ -581,8 +581,8 @@ impl Jobs {
         let lease = self
             .working
             .get(id)
-            .filter(|h| h.deadline > now)
-            .map(|h| h.lease.token);
+            .filter(|&(deadline, _)| deadline > now)
+            .map(|(_, h)| h.lease.token);
         match (token, lease) {
             (Some(t), Some(c)) if t > c => return Err(Refusal::NeverIssued),
             (Some(t), current) if current != Some(t) => return Err(Refusal::Stale { current }),
@@ -711,9 +711,9 @@ impl Jobs {
             }
             (Listing::Leased, None) => self.working.iter().map(|e| e.0).take(count).collect(),
             (Listing::Leased, Some(a)) => {
-                let h = self.working.get(a).ok_or(Refusal::NotListed(what))?;
+                let (deadline, _) = self.working.get(a).ok_or(Refusal::NotListed(what))?;
                 self.working
-                    .iter_after(h.deadline, a)
+                    .iter_after(deadline, a)
                     .map(|e| e.0)
                     .take(count)
                     .collect()
@@ -734,10 +734,10 @@ impl Jobs {
     }
 
     pub fn get(&self, id: u64, now: u64) -> Option<JobView<'_>> {
-        fn live<'a>(h: &'a Held<impl Sized>, now: u64) -> Option<LeaseView<'a>> {
-            (h.deadline > now).then(|| LeaseView {
+        fn live<'a>((deadline, h): (u64, &'a Held<impl Sized>), now: u64) -> Option<LeaseView<'a>> {
+            (deadline > now).then(|| LeaseView {
                 worker: &h.lease.worker,
-                deadline: h.deadline,
+                deadline,
                 token: h.lease.token,
             })
         }
@@ -753,8 +753,8 @@ impl Jobs {
         if let Some(j) = self.pullable.get(id) {
             return Some(view(State::Pending, j, None, None, None));
         }
-        if let Some(h) = self.working.get(id) {
-            return Some(view(State::Pending, &h.value, None, live(h, now), None));
+        if let Some(held @ (_, h)) = self.working.get(id) {
+            return Some(view(State::Pending, &h.value, None, live(held, now), None));
         }
         if let Some(f) = self.fulfilled.get(&id) {
             let lease = self.notifying.get(id).and_then(|h| live(h, now));
@@ -807,10 +807,10 @@ impl Jobs {
     /// A worker that holds a job gets it again, extended, same token.
     fn regrant_work(&self, req: &Pull, now: u64) -> Option<(Effects<JobEffect>, Reply)> {
         let id = self.working.held_by(&req.worker)?;
-        let h = self.working.get(id)?;
+        let (deadline, h) = self.working.get(id)?;
         // A lease past its deadline lapses before anything is granted (the engine settles
         // first); it is never extended.
-        if h.deadline <= now {
+        if deadline <= now {
             return None;
         }
         let renew = JobEffect::Renew {
@@ -841,9 +841,9 @@ impl Jobs {
     /// A worker that holds a notification lease gets that job again, extended, same token.
     fn regrant_notify(&self, req: &Pull, now: u64) -> Option<(Effects<JobEffect>, Reply)> {
         let id = self.notifying.held_by(&req.worker)?;
-        let h = self.notifying.get(id)?;
+        let (deadline, h) = self.notifying.get(id)?;
         let f = self.fulfilled.get(&id)?;
-        if h.deadline <= now {
+        if deadline <= now {
             return None;
         }
         let renew = JobEffect::NotifyRenew {
@@ -881,7 +881,7 @@ impl Jobs {
         for id in self.working.due(now).take(budget) {
             budget -= 1;
             out.push(JobEffect::Lapse { id });
-            if let Some(h) = self.working.get(id) {
+            if let Some((_, h)) = self.working.get(id) {
                 out.extend(self.failure(id, &h.value, b"lapsed", now).0);
             }
         }
@@ -954,7 +954,7 @@ impl Jobs {
     }
 
     fn end_work(&mut self, id: u64) -> Result<(), &'static str> {
-        let h = self.working.remove(id).ok_or("job is not leased")?;
+        let (_, h) = self.working.remove(id).ok_or("job is not leased")?;
         self.pullable.insert(id, h.value);
         Ok(())
     }
@@ -1113,7 +1113,7 @@ impl Jobs {
             JobEffect::Floor { token } => self.last_token = self.last_token.max(*token),
             JobEffect::Fail { id, reason, due } => {
                 let mut job = match self.working.remove(*id) {
-                    Some(h) => h.value,
+                    Some((_, h)) => h.value,
                     None => self.pullable.remove(*id).ok_or("job is not pending")?,
                 };
                 job.attempts = job.attempts.saturating_add(1);

@@ -3,12 +3,11 @@
 //! deadline (what lapses next, what LIST shows), and by worker: a worker holds at most one lease
 //! of each kind, so its PULL can find the job it holds (the idempotent re-grant).
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use ahash::AHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::record::Worker;
+use super::timed::Timed;
 
 /// A lease: who holds it, under which fencing token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,18 +16,19 @@ pub struct Lease {
     pub token: u64,
 }
 
-/// One leased job: its deadline, its lease, and what the table keeps with it.
+/// One leased job: its lease, and what the table keeps with it. (Its deadline is the table's
+/// time for it.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held<V> {
-    pub deadline: u64,
     pub lease: Lease,
     pub value: V,
 }
 
+/// A lease table: the leased jobs ordered by deadline (`Timed`, as delayed and retained jobs
+/// are), plus the index by worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leases<V> {
-    by_id: BTreeMap<u64, Held<V>>,
-    by_deadline: BTreeSet<(u64, u64)>,
+    table: Timed<Held<V>>,
     /// Derived: worker → the job it holds here.
     holders: AHashMap<Worker, u64>,
 }
@@ -36,8 +36,7 @@ pub struct Leases<V> {
 impl<V> Default for Leases<V> {
     fn default() -> Self {
         Self {
-            by_id: BTreeMap::new(),
-            by_deadline: BTreeSet::new(),
+            table: Timed::default(),
             holders: AHashMap::new(),
         }
     }
@@ -45,23 +44,24 @@ impl<V> Default for Leases<V> {
 
 impl<V> Leases<V> {
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.table.is_empty()
     }
 
     pub fn contains(&self, id: u64) -> bool {
-        self.by_id.contains_key(&id)
+        self.table.contains(id)
     }
 
-    pub fn get(&self, id: u64) -> Option<&Held<V>> {
-        self.by_id.get(&id)
+    /// (deadline, held).
+    pub fn get(&self, id: u64) -> Option<(u64, &Held<V>)> {
+        self.table.get(id)
     }
 
     pub fn value_mut(&mut self, id: u64) -> Option<&mut V> {
-        self.by_id.get_mut(&id).map(|h| &mut h.value)
+        self.table.get_mut(id).map(|h| &mut h.value)
     }
 
     /// The job `worker` holds a lease on here.
@@ -77,69 +77,47 @@ impl<V> Leases<V> {
         lease: Lease,
         value: V,
     ) -> Result<(), &'static str> {
-        if self.by_id.contains_key(&id) {
+        if self.table.contains(id) {
             return Err("job is already leased");
         }
         if self.holders.contains_key(&lease.worker) {
             return Err("worker already holds a lease of this kind");
         }
         self.holders.insert(lease.worker.clone(), id);
-        self.by_deadline.insert((deadline, id));
-        self.by_id.insert(
-            id,
-            Held {
-                deadline,
-                lease,
-                value,
-            },
-        );
+        self.table.insert(id, deadline, Held { lease, value });
         Ok(())
     }
 
-    pub fn remove(&mut self, id: u64) -> Option<Held<V>> {
-        let h = self.by_id.remove(&id)?;
-        self.by_deadline.remove(&(h.deadline, id));
+    /// (deadline, held).
+    pub fn remove(&mut self, id: u64) -> Option<(u64, Held<V>)> {
+        let (deadline, h) = self.table.remove(id)?;
         if self.holders.get(&h.lease.worker) == Some(&id) {
             self.holders.remove(&h.lease.worker);
         }
-        Some(h)
+        Some((deadline, h))
     }
 
     pub fn set_deadline(&mut self, id: u64, deadline: u64) -> bool {
-        let Some(h) = self.by_id.get_mut(&id) else {
-            return false;
-        };
-        self.by_deadline.remove(&(h.deadline, id));
-        h.deadline = deadline;
-        self.by_deadline.insert((deadline, id));
-        true
+        self.table.set_time(id, deadline)
     }
 
     pub fn earliest(&self) -> Option<u64> {
-        self.by_deadline.first().map(|&(t, _)| t)
+        self.table.earliest()
     }
 
     /// Ids whose lease deadline is ≤ `now`, earliest first.
     pub fn due(&self, now: u64) -> impl Iterator<Item = u64> + '_ {
-        self.by_deadline
-            .iter()
-            .take_while(move |&&(t, _)| t <= now)
-            .map(|&(_, id)| id)
+        self.table.due(now)
     }
 
-    /// (id, held), by deadline (ties by id).
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &Held<V>)> {
-        self.by_deadline
-            .iter()
-            .filter_map(|&(_, id)| self.by_id.get(&id).map(|h| (id, h)))
+    /// (id, deadline, held), by deadline (ties by id).
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64, &Held<V>)> {
+        self.table.iter()
     }
 
     /// As `iter`, after the lease at (deadline, id).
-    pub fn iter_after(&self, deadline: u64, id: u64) -> impl Iterator<Item = (u64, &Held<V>)> {
-        use std::ops::Bound;
-        self.by_deadline
-            .range((Bound::Excluded((deadline, id)), Bound::Unbounded))
-            .filter_map(|&(_, id)| self.by_id.get(&id).map(|h| (id, h)))
+    pub fn iter_after(&self, deadline: u64, id: u64) -> impl Iterator<Item = (u64, u64, &Held<V>)> {
+        self.table.iter_after(deadline, id)
     }
 
     /// The worker index, for consistency checks.
@@ -176,7 +154,7 @@ mod tests {
             l.iter_after(50, 1).map(|e| e.0).collect::<Vec<_>>(),
             vec![2]
         );
-        assert_eq!(l.remove(1).unwrap().lease.token, 1);
+        assert_eq!(l.remove(1).unwrap().1.lease.token, 1);
         assert_eq!(l.held_by(b"a"), None);
         assert!(!l.set_deadline(1, 5));
         assert_eq!(l.len(), 1);

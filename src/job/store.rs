@@ -63,13 +63,15 @@ impl Serialize for Jobs {
             Seq(j.working.len(), || {
                 j.working
                     .iter()
-                    .map(|(id, h)| (id, h.deadline, &h.lease, &h.value))
+                    .map(|(id, deadline, h)| (id, deadline, &h.lease, &h.value))
             }),
             Seq(j.delayed.len(), || j.delayed.iter()),
             Seq(j.failed.len(), || j.failed.iter()),
             Seq(j.fulfilled.len(), || j.fulfilled.iter()),
             Seq(j.notifying.len(), || {
-                j.notifying.iter().map(|(id, h)| (id, h.deadline, &h.lease))
+                j.notifying
+                    .iter()
+                    .map(|(id, deadline, h)| (id, deadline, &h.lease))
             }),
             Seq(j.retained.len(), || {
                 j.retained.iter().map(|(id, t, _)| (id, t))
@@ -245,12 +247,12 @@ impl Jobs {
         }) + sampled(ranked.len(), ranked.values(), sample, |j| {
             btree_entry(16 + size_of::<Job>()) + btree_entry(12) + job_heap(j)
         });
-        let working = sampled(self.working.len(), self.working.iter(), sample, |(_, h)| {
-            by_id(size_of::<Held<Job>>())
-                + btree_entry(16)
-                + lease_heap(&h.lease)
-                + job_heap(&h.value)
-        });
+        let working = sampled(
+            self.working.len(),
+            self.working.iter(),
+            sample,
+            |(_, _, h)| timed(size_of::<Held<Job>>()) + lease_heap(&h.lease) + job_heap(&h.value),
+        );
         let delayed = sampled(self.delayed.len(), self.delayed.values(), sample, |j| {
             timed(size_of::<Job>()) + job_heap(j)
         });
@@ -264,7 +266,7 @@ impl Jobs {
             self.notifying.len(),
             self.notifying.iter(),
             sample,
-            |(_, h)| by_id(size_of::<Held<()>>()) + btree_entry(16) + lease_heap(&h.lease),
+            |(_, _, h)| timed(size_of::<Held<()>>()) + lease_heap(&h.lease),
         );
         pullable
             + working
@@ -336,7 +338,7 @@ impl Primitive for Jobs {
         jobs.extend(
             self.working
                 .iter()
-                .map(|(id, h)| (id, &h.value, Placed::Pending)),
+                .map(|(id, _, h)| (id, &h.value, Placed::Pending)),
         );
         jobs.extend(
             self.delayed
@@ -358,18 +360,26 @@ impl Primitive for Jobs {
             job: job.clone(),
             placed,
         }));
-        out.extend(self.working.iter().map(|(id, h)| JobEffect::Grant {
-            id,
-            worker: h.lease.worker.clone(),
-            deadline: h.deadline,
-            token: h.lease.token,
-        }));
-        out.extend(self.notifying.iter().map(|(id, h)| JobEffect::NotifyGrant {
-            id,
-            worker: h.lease.worker.clone(),
-            deadline: h.deadline,
-            token: h.lease.token,
-        }));
+        out.extend(
+            self.working
+                .iter()
+                .map(|(id, deadline, h)| JobEffect::Grant {
+                    id,
+                    worker: h.lease.worker.clone(),
+                    deadline,
+                    token: h.lease.token,
+                }),
+        );
+        out.extend(
+            self.notifying
+                .iter()
+                .map(|(id, deadline, h)| JobEffect::NotifyGrant {
+                    id,
+                    worker: h.lease.worker.clone(),
+                    deadline,
+                    token: h.lease.token,
+                }),
+        );
         out.extend(
             self.retained
                 .iter()

@@ -56,6 +56,17 @@ impl<V> Timed<V> {
         old
     }
 
+    /// Moves an entry to time `at`; false if there is none.
+    pub fn set_time(&mut self, id: u64, at: u64) -> bool {
+        match self.remove(id) {
+            Some((_, v)) => {
+                self.insert(id, at, v);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn remove(&mut self, id: u64) -> Option<(u64, V)> {
         let t = self.at.remove(&id)?;
         self.order.remove(&(t, id)).map(|v| (t, v))
