@@ -17,8 +17,23 @@ use redis::{Connection, Value};
 
 type Pulled = Option<(i64, Vec<u8>, i64)>;
 
-fn q(c: &mut Connection, args: &[&str]) -> Value {
-    value(c, args)
+/// `JOB.FULFILL key id v TOKEN token NEXT worker 30000`: what the worker gets next.
+fn fulfill_next(c: &mut Connection, key: &str, id: i64, token: i64, worker: &str) -> Value {
+    let (id, token) = (id.to_string(), token.to_string());
+    value(
+        c,
+        &[
+            "JOB.FULFILL",
+            key,
+            &id,
+            "v",
+            "TOKEN",
+            &token,
+            "NEXT",
+            worker,
+            "30000",
+        ],
+    )
 }
 
 fn pulled(v: Value) -> Pulled {
@@ -35,7 +50,7 @@ fn pull(c: &mut Connection, key: &str, worker: &str, ms: u64, block: Option<u64>
 }
 
 fn get(c: &mut Connection, key: &str, id: i64) -> HashMap<String, Value> {
-    let v = q(c, &["JOB.GET", key, &id.to_string()]);
+    let v = value(c, &["JOB.GET", key, &id.to_string()]);
     fields(v).expect("a job").into_iter().collect()
 }
 
@@ -56,14 +71,14 @@ fn get_int(c: &mut Connection, key: &str, id: i64, field: &str) -> Option<i64> {
 }
 
 fn info(c: &mut Connection, key: &str) -> HashMap<String, i64> {
-    let v = q(c, &["JOB.INFO", key]);
+    let v = value(c, &["JOB.INFO", key]);
     common::client::int_fields(v).unwrap()
 }
 
 fn list(c: &mut Connection, args: &[&str]) -> Vec<i64> {
     let mut a = vec!["JOB.LIST"];
     a.extend_from_slice(args);
-    redis::from_redis_value(&q(c, &a)).unwrap()
+    redis::from_redis_value(&value(c, &a)).unwrap()
 }
 
 #[test]
@@ -75,7 +90,7 @@ fn renew_is_the_notification_workers_heartbeat() {
     int(&mut c, &["JOB.QUEUE", "jobs", &sid, "t"]);
     int(&mut c, &["JOB.FULFILL", "jobs", &sid, "v"]);
     let n: Vec<Value> =
-        redis::from_redis_value(&q(&mut c, &["JOB.PULLNOTIFY", "jobs", "n", "300"])).unwrap();
+        redis::from_redis_value(&value(&mut c, &["JOB.PULLNOTIFY", "jobs", "n", "300"])).unwrap();
     assert_eq!(n.len(), 4);
     // Heartbeats keep the 300 ms lease for well over a second.
     let start = Instant::now();
@@ -316,7 +331,7 @@ fn attempts_backoff_dead_letter_events_and_retry() {
     assert_eq!(get_int(&mut c, "jobs", id, "max_attempts"), Some(2));
     assert_eq!(get_int(&mut c, "jobs", id, "attempts"), Some(0));
     pull(&mut c, "jobs", "w", 30_000, None).unwrap();
-    let r = q(&mut c, &["JOB.FAIL", "jobs", &sid, "w", "boom\u{0}!"]);
+    let r = value(&mut c, &["JOB.FAIL", "jobs", &sid, "w", "boom\u{0}!"]);
     assert_eq!(r, Value::BulkString(b"delayed".to_vec()));
     assert_eq!(keyevents(&mut pubsub, 2, "jobs"), ["job.grant", "job.fail"]);
     assert_eq!(
@@ -365,7 +380,7 @@ fn attempts_backoff_dead_letter_events_and_retry() {
     // A FAIL without ATTEMPTS or BACKOFF: pending again at once, the reason empty.
     let plain = int(&mut c, &["JOB.CREATE", "jobs", "p"]);
     pull(&mut c, "jobs", "u", 30_000, None).unwrap();
-    let r = q(&mut c, &["JOB.FAIL", "jobs", &plain.to_string(), "u"]);
+    let r = value(&mut c, &["JOB.FAIL", "jobs", &plain.to_string(), "u"]);
     assert_eq!(r, Value::BulkString(b"pending".to_vec()));
     assert_eq!(
         get_str(&mut c, "jobs", plain, "reason").as_deref(),
@@ -414,7 +429,7 @@ fn keep_deletes_finished_jobs_and_unique_makes_create_idempotent() {
     let exp = get_int(&mut c, "jobs", a, "expires").unwrap();
     assert!((200..=400).contains(&exp), "{exp}");
     wait_until(Duration::from_secs(5), "retention delete", || {
-        q(&mut c, &["JOB.GET", "jobs", &a.to_string()]) == Value::Nil
+        value(&mut c, &["JOB.GET", "jobs", &a.to_string()]) == Value::Nil
     });
     assert_eq!(list(&mut c, &["jobs", "pending"]), vec![keeper]);
     let b = int(&mut c, &["JOB.CREATE", "jobs", "r", "UNIQUE", "order-7"]);
@@ -437,20 +452,7 @@ fn fulfill_next_takes_the_next_job_in_the_same_round_trip() {
     let j2 = int(&mut c, &["JOB.CREATE", "jobs", "b"]);
     let (id, _, t1) = pull(&mut c, "jobs", "w", 30_000, None).unwrap();
     assert_eq!(id, j1);
-    let next = pulled(q(
-        &mut c,
-        &[
-            "JOB.FULFILL",
-            "jobs",
-            &j1.to_string(),
-            "v",
-            "TOKEN",
-            &t1.to_string(),
-            "NEXT",
-            "w",
-            "30000",
-        ],
-    ));
+    let next = pulled(fulfill_next(&mut c, "jobs", j1, t1, "w"));
     let (id, req, t2) = next.unwrap();
     assert_eq!((id, req.as_slice()), (j2, &b"b"[..]));
     assert!(t2 > t1);
@@ -460,7 +462,7 @@ fn fulfill_next_takes_the_next_job_in_the_same_round_trip() {
     );
     assert_eq!(get_int(&mut c, "jobs", j2, "token"), Some(t2));
     // Nothing left: nil, but the fulfilment happened.
-    let next = q(
+    let next = value(
         &mut c,
         &[
             "JOB.FULFILL",
@@ -499,20 +501,7 @@ fn fulfill_next_takes_the_next_job_in_the_same_round_trip() {
     assert_eq!(id3, j3);
     // FULFILL … NEXT by a worker with nobody waiting takes the next pullable job.
     let j8 = int(&mut c, &["JOB.CREATE", "jobs", "h"]);
-    let next = pulled(q(
-        &mut c,
-        &[
-            "JOB.FULFILL",
-            "jobs",
-            &j3.to_string(),
-            "v",
-            "TOKEN",
-            &t3.to_string(),
-            "NEXT",
-            "w",
-            "30000",
-        ],
-    ));
+    let next = pulled(fulfill_next(&mut c, "jobs", j3, t3, "w"));
     assert_eq!(next.unwrap().0, j8);
 }
 
@@ -538,20 +527,7 @@ fn fulfill_next_stays_behind_blocked_pullers() {
     });
     // w fulfils j1 and asks for the next: the only pullable job would be none; the waiter
     // stays first in line for whatever comes next.
-    let next = q(
-        &mut c,
-        &[
-            "JOB.FULFILL",
-            "jobs",
-            &j1.to_string(),
-            "v",
-            "TOKEN",
-            &t1.to_string(),
-            "NEXT",
-            "w",
-            "30000",
-        ],
-    );
+    let next = fulfill_next(&mut c, "jobs", j1, t1, "w");
     assert_eq!(next, Value::Nil);
     let j3 = int(&mut c, &["JOB.CREATE", "jobs", "c"]);
     assert_eq!(
@@ -688,7 +664,7 @@ fn varied_store(c: &mut Connection, key: &str) -> Vec<i64> {
     let (f, _, _) = pull(c, key, "w1", 30_000, None).unwrap();
     assert_eq!(f, ids[2]);
     assert_eq!(
-        q(c, &["JOB.FAIL", key, &f.to_string(), "w1", "bad\r\n"]),
+        value(c, &["JOB.FAIL", key, &f.to_string(), "w1", "bad\r\n"]),
         Value::BulkString(b"failed".to_vec())
     );
     ids.push(int(c, &["JOB.CREATE", key, "k", "KEEP", "60000"]));
@@ -702,7 +678,7 @@ fn varied_store(c: &mut Connection, key: &str) -> Vec<i64> {
 fn snapshot(c: &mut Connection, key: &str, ids: &[i64]) -> Vec<Vec<(String, Value)>> {
     ids.iter()
         .map(|id| {
-            let v = q(c, &["JOB.GET", key, &id.to_string()]);
+            let v = value(c, &["JOB.GET", key, &id.to_string()]);
             fields(v)
                 .unwrap()
                 .into_iter()
@@ -801,7 +777,7 @@ fn replica_digest_equal_after_delays_failures_retries_and_retention() {
             let i = info(&mut p, "jobs");
             i["failed"] == 1
                 && i["delayed"] == 1
-                && q(&mut p, &["JOB.GET", "jobs", &gone.to_string()]) == Value::Nil
+                && value(&mut p, &["JOB.GET", "jobs", &gone.to_string()]) == Value::Nil
         },
     );
     assert_eq!(
