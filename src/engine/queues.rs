@@ -1,7 +1,8 @@
 //! The wait queues, pure: clients blocked on keys, FIFO per key and *lane*, findable by key, by
-//! client, and by arrival in BLOCK-deadline order (for those that have a deadline). Generic over what a waiter carries (the
-//! engine's `Waiter` holds a blocked client and its request), so it is model-tested here without
-//! Redis; `state.rs` owns the engine's instance and `waiters.rs` does the blocking.
+//! client, and by arrival in BLOCK-deadline order (for those that have a deadline). Generic
+//! over what a waiter carries (the engine's `Waiter` holds a blocked client and its request),
+//! so it is model-tested here without Redis; `state.rs` owns the engine's instance and
+//! `waiters.rs` does the blocking.
 //!
 //! A key's queue is split into lanes (`Primitive::lane`): requests that compete for the same
 //! thing share a lane and are served strictly in arrival order; requests in different lanes do

@@ -359,10 +359,7 @@ pub fn read<F: Primitive, R>(
     let ty = datatype::raw_type(F::FAMILY);
     let now = ffi::now_ms();
     // SAFETY: every value of this family's type is a Box<F>.
-    match unsafe { key.value_of::<F>(ty) } {
-        Ok(v) => Ok(f(v.map(|v| &*v), now)),
-        Err(e) => Err(e),
-    }
+    unsafe { key.value_of::<F>(ty) }.map(|v| f(v.map(|v| &*v), now))
 }
 
 /// Number of clients waiting on a key.
